@@ -1,0 +1,174 @@
+"""Configuration from ``CIBA_*`` variables: :func:`from_env` and :class:`Settings`.
+
+======================  ==================================================  ==========================
+variable                meaning                                             default
+======================  ==================================================  ==========================
+``CIBA_STORE_URL``      the ticket store (:func:`~ciba_middleware.stores.   ``sqlite:///ciba-tickets.
+                        store_from_url`)                                    sqlite3`` (working dir)
+``CIBA_TOKENS``         JSON list of grants (:class:`~ciba_middleware.      required, or:
+                        StaticTokenVerifier`)
+``CIBA_TOKENS_FILE``    path to a file holding that JSON
+``CIBA_PATH_PREFIX``    path in front of ``/api``                           empty
+``CIBA_MAX_BODY_BYTES`` largest request body                                16384
+``CIBA_TICKET_TTL``     seconds a new ticket lives                          600
+======================  ==================================================  ==========================
+
+The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
+Every problem is a :class:`~ciba_middleware.errors.ConfigurationError` naming the
+variable, raised at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .auth import StaticTokenVerifier
+from .errors import ConfigurationError
+from .middleware import BackchannelFailMiddleware
+from .stores import DEFAULT_TTL, TicketStore, store_from_url
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["DEFAULT_STORE_URL", "Settings", "from_env", "not_found_app"]
+
+DEFAULT_STORE_URL = "sqlite:///ciba-tickets.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked ``CIBA_*`` settings."""
+
+    store_url: str = DEFAULT_STORE_URL
+    grants: tuple[Mapping[str, Any], ...] = ()
+    prefix: str = ""
+    max_body_bytes: int = 16384
+    ticket_ttl: float = DEFAULT_TTL
+    #: Which variable the grants came from, for error messages.
+    grants_source: str = "CIBA_TOKENS"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Read ``CIBA_*`` keys from ``values`` (``os.environ`` or a Flask config).
+
+        Values may be strings, as in the environment, or already parsed (a list of grants,
+        an int), as ``Flask.config.from_prefixed_env`` leaves them.
+        """
+        store_url = _text(values, "CIBA_STORE_URL", DEFAULT_STORE_URL)
+        prefix = _text(values, "CIBA_PATH_PREFIX", "")
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix):
+            raise ConfigurationError(
+                f"CIBA_PATH_PREFIX must be empty or like /authlete (no trailing /), not {prefix!r}"
+            )
+        grants_source, grants = _grants(values)
+        return cls(
+            store_url=store_url,
+            grants=grants,
+            grants_source=grants_source,
+            prefix=prefix,
+            max_body_bytes=int(_number(values, "CIBA_MAX_BODY_BYTES", 16384, integer=True)),
+            ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
+        )
+
+    def build_store(self) -> TicketStore:
+        try:
+            return store_from_url(self.store_url, default_ttl=self.ticket_ttl)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"CIBA_STORE_URL: {exc}") from None
+
+    def build_verifier(self) -> StaticTokenVerifier:
+        try:
+            return StaticTokenVerifier(self.grants)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{self.grants_source}: {exc}") from None
+
+    def build_middleware(self, app: WSGIApplication, **options: Any) -> BackchannelFailMiddleware:
+        """The middleware around ``app``; ``options`` go to its constructor (``observers``)."""
+        return BackchannelFailMiddleware(
+            app,
+            store=self.build_store(),
+            verifier=self.build_verifier(),
+            prefix=self.prefix,
+            max_body_bytes=self.max_body_bytes,
+            **options,
+        )
+
+
+def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | None = None) -> BackchannelFailMiddleware:
+    """Build the middleware around ``app`` from ``CIBA_*`` environment variables.
+
+    With no ``app``, it wraps :func:`not_found_app`, so the result is a complete WSGI
+    application serving only the fail API (``ciba_middleware.wsgi:application``).
+    Raises :class:`ConfigurationError` naming the variable at fault.
+    """
+    settings = Settings.from_mapping(os.environ if environ is None else environ)
+    return settings.build_middleware(app if app is not None else not_found_app)
+
+
+def not_found_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """A WSGI app that answers every request with a JSON 404."""
+    body = b'{"error":"not_found"}'
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _text(values: Mapping[str, Any], name: str, default: str) -> str:
+    value = values.get(name)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+    return value.strip()
+
+
+def _number(values: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> float:
+    value = values.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        kind = "a positive integer" if integer else "a positive number of seconds"
+        raise ConfigurationError(f"{name} must be {kind}, not {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    return number
+
+
+def _grants(values: Mapping[str, Any]) -> tuple[str, tuple[Mapping[str, Any], ...]]:
+    inline = values.get("CIBA_TOKENS")
+    path = values.get("CIBA_TOKENS_FILE")
+    if inline not in (None, "") and path not in (None, ""):
+        raise ConfigurationError("set CIBA_TOKENS or CIBA_TOKENS_FILE, not both")
+    if inline not in (None, ""):
+        name, raw = "CIBA_TOKENS", inline
+    elif path not in (None, ""):
+        name = "CIBA_TOKENS_FILE"
+        try:
+            with open(str(path), encoding="utf-8") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise ConfigurationError(f"CIBA_TOKENS_FILE: cannot read {path!r}: {exc.strerror}") from None
+    else:
+        raise ConfigurationError(
+            "CIBA_TOKENS (or CIBA_TOKENS_FILE) is not set: no caller could authenticate. "
+            "Create a token with `ciba-middleware token new --service ID`."
+        )
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(raw, list) or not raw:
+        raise ConfigurationError(f"{name} must be a non-empty JSON list of grants")
+    return name, tuple(raw)

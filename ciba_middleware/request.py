@@ -1,0 +1,261 @@
+"""Reading and checking the fail API's request: body, content type, charset, fields.
+
+Framework-free: :func:`read_fields` takes a WSGI environ, :func:`check_fields` a mapping
+of already-decoded values, so the HTTP route and in-process calls share every check.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from werkzeug.http import parse_options_header
+
+from .errors import BadRequest, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from .reasons import Reason
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["FIELDS", "FailParams", "check_fields", "read_fields"]
+
+#: The request's fields, in Authlete's names.
+FIELDS = ("ticket", "reason", "errorDescription", "errorUri")
+
+_REASONS: dict[str, Reason] = {r.value: r for r in Reason}
+_REASON_LIST = ", ".join(_REASONS)
+
+# RFC 6749 5.2 / A.6: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E )
+_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
+_DESCRIPTION_BAD = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+# RFC 6749 A.7: error_uri is a URI-reference whose characters are in %x21 / %x23-5B / %x5D-7E.
+_URI_BAD = re.compile(r"[^\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _uri_reference() -> re.Pattern[str]:
+    """RFC 3986 4.1 URI-reference, from the ABNF of its appendix A."""
+    pct = r"%[0-9A-Fa-f]{2}"
+    unreserved_sub = r"A-Za-z0-9\-._~!$&'()*+,;="
+    pchar = rf"(?:[{unreserved_sub}:@]|{pct})"
+    query = rf"(?:[{unreserved_sub}:@/?]|{pct})*"
+    scheme = r"[A-Za-z][A-Za-z0-9+\-.]*"
+    userinfo = rf"(?:[{unreserved_sub}:]|{pct})*"
+    ip_literal = rf"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[{unreserved_sub}:]+)\]"
+    reg_name = rf"(?:[{unreserved_sub}]|{pct})*"
+    authority = rf"(?:{userinfo}@)?(?:{ip_literal}|{reg_name})(?::[0-9]*)?"
+    segment = rf"{pchar}*"
+    segment_nz = rf"{pchar}+"
+    segment_nz_nc = rf"(?:[{unreserved_sub}@]|{pct})+"
+    path_abempty = rf"(?:/{segment})*"
+    path_absolute = rf"/(?:{segment_nz}(?:/{segment})*)?"
+    path_rootless = rf"{segment_nz}(?:/{segment})*"
+    path_noscheme = rf"{segment_nz_nc}(?:/{segment})*"
+    hier_part = rf"(?://{authority}{path_abempty}|{path_absolute}|{path_rootless}|)"
+    relative_part = rf"(?://{authority}{path_abempty}|{path_absolute}|{path_noscheme}|)"
+    tail = rf"(?:\?{query})?(?:#{query})?"
+    return re.compile(rf"(?:{scheme}:{hier_part}|{relative_part}){tail}")
+
+
+_URI_REFERENCE = _uri_reference()
+
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True, slots=True)
+class FailParams:
+    """The checked fields of one fail call."""
+
+    ticket: str | None
+    reason: Reason
+    error_description: str | None
+    error_uri: str | None
+
+
+def read_fields(environ: WSGIEnvironment, max_body_bytes: int) -> Mapping[str, Any]:
+    """Read the body of a fail call into a mapping of field name to decoded value.
+
+    Raises :class:`UnsupportedMediaType` (415), :class:`PayloadTooLarge` (413) or
+    :class:`BadRequest` (400), each saying exactly what is wrong.
+    """
+    content_type = environ.get("CONTENT_TYPE", "")
+    mimetype, _, rest = content_type.partition(";")
+    mimetype = mimetype.strip().lower()
+    if mimetype != _JSON and mimetype != _FORM:
+        shown = f"'{_show_text(mimetype)}'" if mimetype else "missing"
+        raise UnsupportedMediaType(f"Content-Type is {shown}; use {_JSON} or {_FORM}.")
+    charset = "utf-8"
+    if rest:
+        given = parse_options_header(content_type)[1].get("charset")
+        if given:
+            charset = given.strip().lower()
+            if not _text_codec(charset):
+                raise UnsupportedMediaType(f"charset '{_show_text(charset)}' is not supported; use utf-8.")
+    body = _read_body(environ, max_body_bytes)
+    if mimetype == _JSON:
+        return _parse_json(body, charset)
+    return _parse_form(body, charset)
+
+
+def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
+    length_header = environ.get("CONTENT_LENGTH", "")
+    stream = environ["wsgi.input"]
+    if length_header:
+        if not length_header.isdigit():
+            raise BadRequest(f"Content-Length '{_show_text(length_header)}' is not a number of bytes.")
+        length = int(length_header)
+        if length > limit:
+            raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}.")
+        body: bytes = stream.read(length) if length else b""
+        if len(body) != length:
+            raise BadRequest(f"the body ended after {len(body)} of the {length} bytes Content-Length announced.")
+        return body
+    # No Content-Length: a chunked body, readable to its end only where the server says so
+    # (gunicorn and Werkzeug set wsgi.input_terminated). Read one byte past the limit.
+    if environ.get("wsgi.input_terminated"):
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes.")
+        return body
+    return b""
+
+
+@functools.lru_cache(maxsize=64)
+def _text_codec(charset: str) -> bool:
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return False
+    # rot13, base64 and the like are codecs too, but not text encodings.
+    return bool(getattr(info, "_is_text_encoding", True))
+
+
+def _decode(body: bytes, charset: str) -> str:
+    try:
+        return body.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid {charset}: byte {exc.start} cannot be decoded.") from None
+    except (UnicodeError, ValueError):
+        raise BadRequest(f"the body is not valid {charset}.") from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(f"the JSON has the member '{_show_text(key)}' more than once.")
+            seen.add(key)
+    return result
+
+
+def _parse_json(body: bytes, charset: str) -> Mapping[str, Any]:
+    text = _decode(body, charset)
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_pairs)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+    except RecursionError:
+        raise BadRequest("the body is not acceptable JSON: it nests too deeply.") from None
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise BadRequest(f"the body is not acceptable JSON: {exc}.") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be a JSON object, not {_json_type(value)}.")
+    return value
+
+
+def _parse_form(body: bytes, charset: str) -> Mapping[str, Any]:
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"a form body must be ASCII (percent-encode other bytes); byte {exc.start} is not.") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding=charset, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"a percent-encoded form value is not valid {charset}: {exc.reason}.") from None
+    except ValueError as exc:
+        raise BadRequest(f"the form body is malformed: {exc}.") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key in fields:
+            raise BadRequest(f"the form has the field '{_show_text(key)}' more than once.")
+        fields[key] = value
+    return fields
+
+
+def check_fields(fields: Mapping[str, Any]) -> FailParams:
+    """Check the four fields (absent and None alike) and return them typed.
+
+    Raises :class:`InvalidParameter` naming the field and what is wrong with it.
+    """
+    ticket = _string(fields, "ticket")
+    reason_value = _string(fields, "reason")
+    if reason_value is None:
+        reason = Reason.SERVER_ERROR
+    else:
+        found = _REASONS.get(reason_value)
+        if found is None:
+            raise InvalidParameter("reason", f"is {_show(reason_value)}, which is not one of {_REASON_LIST}.")
+        reason = found
+    description = _string(fields, "errorDescription")
+    if description is not None and not _DESCRIPTION.fullmatch(description):
+        _reject_characters("errorDescription", description, _DESCRIPTION_BAD, "%x20-21 / %x23-5B / %x5D-7E")
+    uri = _string(fields, "errorUri")
+    if uri is not None:
+        _reject_characters("errorUri", uri, _URI_BAD, "%x21 / %x23-5B / %x5D-7E")
+        if not _URI_REFERENCE.fullmatch(uri):
+            raise InvalidParameter("errorUri", f"is {_show(uri)}, which is not a URI-reference (RFC 3986 4.1).")
+    return FailParams(ticket, reason, description, uri)
+
+
+def _string(fields: Mapping[str, Any], name: str) -> str | None:
+    value = fields.get(name)
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, str):  # a str subclass, e.g. a Reason passed in process
+        return str.__str__(value)
+    raise InvalidParameter(name, f"must be a string or null, not {_json_type(value)}.")
+
+
+def _reject_characters(name: str, value: str, bad: re.Pattern[str], allowed: str) -> None:
+    if not value:
+        raise InvalidParameter(name, "must not be empty; omit it or send null.")
+    match = bad.search(value)
+    if match is not None:
+        char = match.group()
+        raise InvalidParameter(
+            name,
+            f"has the character {_show(char)} (U+{ord(char):04X}) at index {match.start()}; "
+            f"RFC 6749 allows only {allowed}.",
+        )
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """A caller's value, quoted, shortened and ASCII-escaped, safe to put in a message."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return json.dumps(shown)
+
+
+def _show_text(value: str, limit: int = 40) -> str:
+    return _show(value, limit)[1:-1]

@@ -1,0 +1,67 @@
+"""Ticket stores, chosen by URL.
+
+==========================  =================================================
+``memory://``               one process only; for tests and trying things out
+``sqlite:///path/to/file``  the embedded default; many threads and processes
+                            on one host (``sqlite:////abs/path`` or
+                            ``sqlite:///rel/path``)
+``redis://`` ...            several hosts (``pip install ciba-middleware[redis]``)
+``postgresql://`` ...       several hosts (``pip install ciba-middleware[postgres]``)
+==========================  =================================================
+
+>>> store = store_from_url("memory://")
+>>> ticket = store.issue("715948317", ttl=60)
+>>> store.delete("715948317", ticket)
+True
+
+Each backend module is imported only when its scheme is used, so a missing optional
+dependency is reported, naming the extra to install, only to those who asked for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError, StoreError
+from .base import DEFAULT_TTL, TicketStore, new_ticket, ticket_hash, well_formed
+
+__all__ = [
+    "DEFAULT_TTL",
+    "SCHEMES",
+    "StoreError",
+    "TicketStore",
+    "new_ticket",
+    "store_from_url",
+    "ticket_hash",
+    "well_formed",
+]
+
+#: URL scheme -> "module:Class". Each class names the schemes it serves in ``schemes``.
+SCHEMES: dict[str, str] = {
+    "memory": "ciba_middleware.stores.memory:MemoryTicketStore",
+    "sqlite": "ciba_middleware.stores.sqlite:SQLiteTicketStore",
+}
+
+
+def store_from_url(url: str, **options: Any) -> TicketStore:
+    """Build the store that ``url`` names.
+
+    ``options`` go to the backend's ``from_url`` (``default_ttl`` is understood by all);
+    URL query parameters set backend-specific options, documented per backend in
+    ``docs/operations.md``. An unknown scheme or a bad option raises
+    :class:`ConfigurationError` at once.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise ConfigurationError(
+            f"unknown ticket store URL scheme {scheme + '://' if scheme else repr(url)}; expected one of {known}"
+        )
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    store: TicketStore = cls.from_url(url, **options)
+    return store

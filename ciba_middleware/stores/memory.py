@@ -1,0 +1,94 @@
+"""``memory://``: tickets in a dict of this process.
+
+For tests, demos and single-process servers. Nothing is shared between processes and
+everything is lost on restart; use ``sqlite://`` for that.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import DEFAULT_TTL, new_ticket
+
+__all__ = ["MemoryTicketStore"]
+
+
+class MemoryTicketStore:
+    """An in-process ticket store.
+
+    Expired tickets are invisible at once and swept out lazily on each ``issue``, so
+    memory stays bounded by the tickets alive within one TTL.
+
+    >>> store = MemoryTicketStore(default_ttl=60)
+    >>> t = store.issue("42")
+    >>> store.exists("42", t), store.exists("43", t)
+    (True, False)
+    """
+
+    schemes = ("memory",)
+
+    def __init__(self, *, default_ttl: float = DEFAULT_TTL) -> None:
+        if default_ttl <= 0:
+            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        self.default_ttl = default_ttl
+        # ticket -> (service_id, expires_at)
+        self._tickets: dict[str, tuple[str, float]] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryTicketStore:
+        parts = urlsplit(url)
+        if parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise ConfigurationError(f"memory:// takes no host, path or options: {url!r}")
+        return cls(**options)
+
+    def issue(self, service_id: str, ttl: float | None = None) -> str:
+        ttl = self.default_ttl if ttl is None else ttl
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ticket = new_ticket()
+        now = time.monotonic()
+        expires_at = now + ttl
+        with self._lock:
+            self._sweep(now)
+            self._tickets[ticket] = (service_id, expires_at)
+            heapq.heappush(self._expiry, (expires_at, ticket))
+        return ticket
+
+    def exists(self, service_id: str, ticket: str) -> bool:
+        entry = self._tickets.get(ticket)
+        return entry is not None and entry[0] == service_id and entry[1] > time.monotonic()
+
+    def delete(self, service_id: str, ticket: str) -> bool:
+        with self._lock:
+            entry = self._tickets.get(ticket)
+            if entry is None or entry[0] != service_id:
+                return False
+            del self._tickets[ticket]
+        return entry[1] > time.monotonic()
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._tickets.clear()
+            self._expiry.clear()
+
+    def __len__(self) -> int:
+        """Tickets held, expired ones not yet swept included."""
+        return len(self._tickets)
+
+    def _sweep(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, ticket = heapq.heappop(expiry)
+            entry = self._tickets.get(ticket)
+            if entry is not None and entry[1] <= now:
+                del self._tickets[ticket]

@@ -1,0 +1,182 @@
+"""``sqlite:///path``: the embedded default, on the standard library's sqlite3.
+
+One database file, shared by every thread and every process on the host (gunicorn
+workers, the CLI): SQLite's write lock makes each delete atomic, and WAL journaling lets
+readers and the single writer proceed together. Not for files on network filesystems,
+where SQLite's locking is unreliable; use Redis or PostgreSQL across hosts.
+
+URL forms (as in SQLAlchemy): ``sqlite:///relative/file.db``, ``sqlite:////abs/file.db``.
+Query options: ``timeout`` (seconds to wait for the write lock, default 5) and
+``table`` (default ``ciba_tickets``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import ConfigurationError, StoreError
+from .base import DEFAULT_TTL, new_ticket
+
+__all__ = ["SQLiteTicketStore"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Sweep expired rows once every this many issues per connection: cheap, and bounded.
+_SWEEP_EVERY = 256
+
+
+class SQLiteTicketStore:
+    """Tickets in one SQLite file.
+
+    >>> store = SQLiteTicketStore(":memory:")
+    >>> t = store.issue("42", ttl=60)
+    >>> store.delete("43", t), store.delete("42", t), store.delete("42", t)
+    (False, True, False)
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        default_ttl: float = DEFAULT_TTL,
+        timeout: float = 5.0,
+        table: str = "ciba_tickets",
+    ) -> None:
+        if default_ttl <= 0:
+            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        if timeout < 0:
+            raise ConfigurationError(f"sqlite timeout must not be negative, not {timeout!r}")
+        if not _IDENTIFIER.fullmatch(table):
+            raise ConfigurationError(f"sqlite table must be an SQL identifier, not {table!r}")
+        self.path = path
+        self.default_ttl = default_ttl
+        self.timeout = timeout
+        self.table = table
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._issue_sql = f"INSERT INTO {table} (ticket, service, expires_at) VALUES (?, ?, ?)"
+        self._exists_sql = f"SELECT 1 FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
+        self._delete_sql = f"DELETE FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
+        self._sweep_sql = f"DELETE FROM {table} WHERE expires_at <= ?"
+        # ":memory:" would give each thread a database of its own; share one instead.
+        self._shared = path == ":memory:"
+        # Create the schema now, so a bad path fails at start-up, not on the first request.
+        try:
+            self._connection()
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"cannot open SQLite ticket store {path!r}: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteTicketStore:
+        parts = urlsplit(url)
+        if parts.netloc:
+            raise ConfigurationError(
+                f"sqlite URLs have no host: use sqlite:///relative.db or sqlite:////absolute.db, not {url!r}"
+            )
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+        if not path:
+            raise ConfigurationError(f"sqlite URL names no file: {url!r}")
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "timeout":
+                try:
+                    options["timeout"] = float(value)
+                except ValueError:
+                    raise ConfigurationError(f"sqlite timeout must be a number of seconds, not {value!r}") from None
+            elif key == "table":
+                options["table"] = value
+            else:
+                raise ConfigurationError(f"unknown sqlite store option {key!r} (known: timeout, table)")
+        return cls(path, **options)
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        # A connection must not cross a fork: a gunicorn worker opens its own.
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        conn = self._connections[0] if self._shared and self._connections else self._open()
+        local.conn = conn
+        local.pid = os.getpid()
+        local.issued = 0
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.timeout,
+            isolation_level=None,  # autocommit: every statement is its own transaction
+            check_same_thread=False,  # only so close() can close every thread's connection
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        if not self._shared:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL is durable against application crashes; a power loss may lose
+            # the last tickets, which only makes those requests fail as expired.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
+            ") WITHOUT ROWID"
+        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table} (expires_at)")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def issue(self, service_id: str, ttl: float | None = None) -> str:
+        ttl = self.default_ttl if ttl is None else ttl
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ticket = new_ticket()
+        now = time.time()
+        try:
+            conn = self._connection()
+            conn.execute(self._issue_sql, (ticket, service_id, now + ttl))
+            self._local.issued += 1
+            if self._local.issued % _SWEEP_EVERY == 0:
+                conn.execute(self._sweep_sql, (now,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return ticket
+
+    def exists(self, service_id: str, ticket: str) -> bool:
+        try:
+            row = self._connection().execute(self._exists_sql, (ticket, service_id, time.time())).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return row is not None
+
+    def delete(self, service_id: str, ticket: str) -> bool:
+        try:
+            cursor = self._connection().execute(self._delete_sql, (ticket, service_id, time.time()))
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return cursor.rowcount == 1
+
+    def sweep(self) -> int:
+        """Delete expired rows now; returns how many. ``issue`` does this now and then."""
+        try:
+            return self._connection().execute(self._sweep_sql, (time.time(),)).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def ping(self) -> None:
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()

@@ -1,0 +1,59 @@
+"""Packaging for ciba-middleware.
+
+Extras:
+    redis     the Redis ticket store (redis-py)
+    postgres  the PostgreSQL ticket store (psycopg 3 with its pool)
+    flask     the Flask integration and the demo server in ``example_app``
+    metrics   Prometheus metrics (prometheus_client)
+    test      everything the test suite needs, servers' clients included
+    dev       test + the linters and type checker run by ``.ci/run``
+"""
+
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    "redis": ["redis>=5.0"],
+    "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
+    "flask": ["Flask>=3.0"],
+    "metrics": ["prometheus_client>=0.17"],
+    "server": ["gunicorn>=22.0"],
+}
+EXTRAS["test"] = sorted(
+    {
+        *EXTRAS["redis"],
+        *EXTRAS["postgres"],
+        *EXTRAS["flask"],
+        *EXTRAS["metrics"],
+        *EXTRAS["server"],
+        "pytest>=8.0",
+        "WebTest>=3.0",
+        "hypothesis>=6.100",
+        "requests>=2.31",
+        "authlete==1.3.0",
+        "jsonschema>=4.20",
+        "openapi-spec-validator>=0.7",
+        "PyYAML>=6.0",
+    }
+)
+EXTRAS["dev"] = sorted({*EXTRAS["test"], "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-requests"})
+
+setup(
+    name="ciba-middleware",
+    version="0.1.0",
+    description="Authlete-compatible CIBA backchannel authentication fail API as WSGI middleware",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ciba_middleware", "ciba_middleware.*", "example_app", "example_app.*"]),
+    package_data={"ciba_middleware": ["py.typed"]},
+    install_requires=["Werkzeug>=3.0"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["ciba-middleware=ciba_middleware.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+        "Topic :: Security",
+    ],
+)

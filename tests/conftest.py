@@ -1,0 +1,183 @@
+"""Shared fixtures: backends that must be reachable in CI, and real gunicorn servers.
+
+A test that needs Redis or PostgreSQL asks for ``redis_url`` / ``postgres_url``. When the
+server is unreachable the test is skipped locally, but fails when ``CI=true``, so CI can
+never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import requests
+
+from ciba_middleware import sha256_hex
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+REDIS_URL = os.environ.get("CIBA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("CIBA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Credentials used across the suite. Test values only, never real secrets.
+SERVICE = "715948317"
+OTHER_SERVICE = "42"
+ORG_SERVICES = [SERVICE, "1001"]
+SERVICE_TOKEN = "service-token-715948317"
+OTHER_TOKEN = "service-token-42"
+ORG_TOKEN = "org-token-acme"
+API_SECRET = "api-secret-715948317"
+GRANTS = [
+    {"service": SERVICE, "token_sha256": sha256_hex(SERVICE_TOKEN)},
+    {"service": OTHER_SERVICE, "token_sha256": sha256_hex(OTHER_TOKEN)},
+    {"organization": "acme", "services": ORG_SERVICES, "token_sha256": sha256_hex(ORG_TOKEN)},
+    {"service": SERVICE, "api_secret_sha256": sha256_hex(API_SECRET)},
+    {"service": OTHER_SERVICE, "api_secret_sha256": sha256_hex("api-secret-42")},
+]
+
+
+def unreachable(reason: str) -> None:
+    """Skip locally; fail in CI, where every backend must be there."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis URL on a dedicated DB number (15), emptied by the tests that use it."""
+    try:
+        import redis
+    except ImportError:
+        unreachable("redis-py is not installed (pip install -e '.[test]')")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        unreachable(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL URL; tests use a schema or table of their own and drop it."""
+    try:
+        import psycopg
+    except ImportError:
+        unreachable("psycopg is not installed (pip install -e '.[test]')")
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        unreachable(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+    return POSTGRES_URL
+
+
+def unique_name(prefix: str = "ciba_test") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+class LiveServer:
+    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1."""
+
+    def __init__(self, app: str, env: Mapping[str, str], workers: int = 1, extra: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--graceful-timeout",
+                "5",
+                *extra,
+                app,
+            ],
+            env=full_env,
+            cwd=str(ROOT),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait()
+
+    def _wait(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(requests.RequestException):
+                requests.get(self.url + "/__ready__", timeout=1)
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., LiveServer]]:
+    """Start gunicorn servers: ``live_server("module:app", env={...})``; all stopped at the end."""
+    started: list[LiveServer] = []
+
+    def start(app: str = "ciba_middleware.wsgi:application", env: Mapping[str, str] | None = None, **kw: object) -> LiveServer:
+        server = LiveServer(app, env or {}, **kw)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def ciba_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """CIBA_* variables for a server with the suite's grants and an SQLite file under tmp_path."""
+    import json
+
+    env = {
+        "CIBA_STORE_URL": f"sqlite:///{tmp_path / 'tickets.sqlite3'}",
+        "CIBA_TOKENS": json.dumps(GRANTS),
+    }
+    env.update(overrides)
+    return env
