@@ -106,7 +106,9 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
+        # The repository (for example_app) and tests/ (for test apps such as _apps:application).
+        paths = [str(ROOT), str(ROOT / "tests"), full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
         self.process = subprocess.Popen(
@@ -161,7 +163,9 @@ def live_server() -> Iterator[Callable[..., LiveServer]]:
     """Start gunicorn servers: ``live_server("module:app", env={...})``; all stopped at the end."""
     started: list[LiveServer] = []
 
-    def start(app: str = "ciba_middleware.wsgi:application", env: Mapping[str, str] | None = None, **kw: object) -> LiveServer:
+    def start(
+        app: str = "ciba_middleware.wsgi:application", env: Mapping[str, str] | None = None, **kw: object
+    ) -> LiveServer:
         server = LiveServer(app, env or {}, **kw)  # type: ignore[arg-type]
         started.append(server)
         return server
