@@ -9,6 +9,7 @@ See ``docs/usage.md`` for the rest.
 from __future__ import annotations
 
 from .auth import Principal, PrincipalKind, StaticTokenVerifier, TokenVerifier, sha256_hex
+from .client import ClientResponse, client_response
 from .config import Settings, from_env, not_found_app
 from .errors import ApiError, ConfigurationError, InvalidParameter, StoreError
 from .events import FailEvent
@@ -23,6 +24,7 @@ __all__ = [
     "Action",
     "ApiError",
     "BackchannelFailMiddleware",
+    "ClientResponse",
     "ConfigurationError",
     "FailEvent",
     "FailResponse",
@@ -35,6 +37,7 @@ __all__ = [
     "StoreError",
     "TicketStore",
     "TokenVerifier",
+    "client_response",
     "from_env",
     "not_found_app",
     "sha256_hex",
