@@ -47,7 +47,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["ciba_middleware", "ciba_middleware.*", "example_app", "example_app.*"]),
     package_data={"ciba_middleware": ["py.typed"]},
-    install_requires=["Werkzeug>=3.0"],
+    install_requires=["Werkzeug>=3.0", "gunicorn>=22.0"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ciba-middleware=ciba_middleware.cli:main"]},
     classifiers=[

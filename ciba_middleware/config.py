@@ -11,6 +11,13 @@ variable                meaning                                             defa
 ``CIBA_PATH_PREFIX``    path in front of ``/api``                           empty
 ``CIBA_MAX_BODY_BYTES`` largest request body                                16384
 ``CIBA_TICKET_TTL``     seconds a new ticket lives                          600
+``CIBA_AUDIT_LOG``      ``on``, ``off``, ``stdout``, ``stderr`` or an       ``on`` (to logging)
+                        absolute file path (:func:`~ciba_middleware.
+                        audit.route`)
+``CIBA_METRICS_PATH``   where Prometheus metrics are served, e.g.           empty: no metrics
+                        ``/metrics`` (:mod:`ciba_middleware.metrics`)
+``CIBA_METRICS_TOKEN_   SHA-256 (hex) of the bearer token of that path;     required with the path
+SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
 ======================  ==================================================  ==========================
 
 The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
@@ -21,14 +28,18 @@ variable, raised at start-up.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .auth import StaticTokenVerifier
+from . import audit, metrics
+from .auth import StaticTokenVerifier, sha256_hex
 from .errors import ConfigurationError
+from .events import Observer
 from .middleware import BackchannelFailMiddleware
 from .stores import DEFAULT_TTL, TicketStore, store_from_url
 
@@ -38,6 +49,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_STORE_URL", "Settings", "from_env", "not_found_app"]
 
 DEFAULT_STORE_URL = "sqlite:///ciba-tickets.sqlite3"
+
+log = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,12 @@ class Settings:
     ticket_ttl: float = DEFAULT_TTL
     #: Which variable the grants came from, for error messages.
     grants_source: str = "CIBA_TOKENS"
+    #: ``CIBA_AUDIT_LOG``: ``on``, ``off``, ``stdout``, ``stderr`` or an absolute path.
+    audit_log: str = "on"
+    #: ``CIBA_METRICS_PATH``; empty: no metrics.
+    metrics_path: str = ""
+    #: SHA-256 (hex) of the metrics endpoint's token; a clear token is hashed when read.
+    metrics_token_sha256: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -73,6 +94,21 @@ class Settings:
             prefix=prefix,
             max_body_bytes=int(_number(values, "CIBA_MAX_BODY_BYTES", 16384, integer=True)),
             ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
+            audit_log=_audit_log(values),
+            **_metrics(values),
+        )
+
+    @classmethod
+    def for_store(cls, values: Mapping[str, Any]) -> Settings:
+        """Read only what a ticket store needs: ``CIBA_STORE_URL`` and ``CIBA_TICKET_TTL``.
+
+        For tools that reach the store but never authenticate a caller (``ciba-middleware
+        ticket``), so they work on a host without ``CIBA_TOKENS``. The result has no grants:
+        use :meth:`build_store` only.
+        """
+        return cls(
+            store_url=_text(values, "CIBA_STORE_URL", DEFAULT_STORE_URL),
+            ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
         )
 
     def build_store(self) -> TicketStore:
@@ -88,13 +124,36 @@ class Settings:
             raise ConfigurationError(f"{self.grants_source}: {exc}") from None
 
     def build_middleware(self, app: WSGIApplication, **options: Any) -> BackchannelFailMiddleware:
-        """The middleware around ``app``; ``options`` go to its constructor (``observers``)."""
+        """The middleware around ``app``; ``options`` go to its constructor (``observers``).
+
+        The audit log and metrics observers come first, then any ``observers`` given. With
+        ``CIBA_METRICS_PATH``, ``app`` is wrapped in a :class:`~ciba_middleware.metrics.
+        MetricsMiddleware` inside the fail middleware, so the result is still a
+        :class:`BackchannelFailMiddleware`.
+        """
+        observers: list[Observer] = []
+        if self.audit_log != "off":
+            try:
+                observers.append(audit.route(self.audit_log))
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
+        if self.metrics_path:
+            try:
+                collected = metrics.Metrics()
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CIBA_METRICS_PATH: {exc}") from None
+            observers.append(collected)
+            app = metrics.MetricsMiddleware(
+                app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
+            )
+        observers.extend(options.pop("observers", ()))
         return BackchannelFailMiddleware(
             app,
             store=self.build_store(),
             verifier=self.build_verifier(),
             prefix=self.prefix,
             max_body_bytes=self.max_body_bytes,
+            observers=observers,
             **options,
         )
 
@@ -172,3 +231,43 @@ def _grants(values: Mapping[str, Any]) -> tuple[str, tuple[Mapping[str, Any], ..
     if not isinstance(raw, list) or not raw:
         raise ConfigurationError(f"{name} must be a non-empty JSON list of grants")
     return name, tuple(raw)
+
+
+def _audit_log(values: Mapping[str, Any]) -> str:
+    target = _text(values, "CIBA_AUDIT_LOG", "on")
+    if target.lower() in ("on", "off", "stdout", "stderr"):
+        return target.lower()
+    if not target.startswith("/"):
+        raise ConfigurationError(
+            f"CIBA_AUDIT_LOG must be on, off, stdout, stderr or an absolute file path, not {target!r}"
+        )
+    return target
+
+
+def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
+    path = _text(values, "CIBA_METRICS_PATH", "")
+    digest = _text(values, "CIBA_METRICS_TOKEN_SHA256", "").lower()
+    clear = values.get("CIBA_METRICS_TOKEN")
+    if digest and clear not in (None, ""):
+        raise ConfigurationError("set CIBA_METRICS_TOKEN_SHA256 or CIBA_METRICS_TOKEN, not both")
+    if clear not in (None, ""):
+        if not isinstance(clear, str):
+            raise ConfigurationError(f"CIBA_METRICS_TOKEN must be a string, not {type(clear).__name__}")
+        log.warning("CIBA_METRICS_TOKEN is in clear text; set CIBA_METRICS_TOKEN_SHA256 outside development")
+        digest = sha256_hex(clear)
+    if not path:
+        if digest:
+            raise ConfigurationError("a metrics token is set but CIBA_METRICS_PATH is not: metrics are off")
+        return {}
+    try:
+        metrics.check_path(path)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CIBA_METRICS_PATH: {exc}") from None
+    if not digest:
+        raise ConfigurationError(
+            "CIBA_METRICS_PATH is set but neither CIBA_METRICS_TOKEN_SHA256 nor CIBA_METRICS_TOKEN: "
+            "the metrics endpoint needs a token of its own"
+        )
+    if not _HEX64.fullmatch(digest):
+        raise ConfigurationError("CIBA_METRICS_TOKEN_SHA256 must be 64 hexadecimal digits (a SHA-256)")
+    return {"metrics_path": path, "metrics_token_sha256": digest}

@@ -1,0 +1,529 @@
+"""The ``ciba-middleware`` command: serve, token, ticket and check.
+
+For operators, and for trying the middleware without writing code. Every command reads the
+same ``CIBA_*`` environment as :func:`ciba_middleware.from_env`, through
+:class:`ciba_middleware.Settings`, so what ``check`` accepts is exactly what ``serve`` (and
+an application calling ``from_env``) will run with::
+
+    ciba-middleware token new --service 715948317      # a secret and its CIBA_TOKENS grant
+    ciba-middleware check                              # configuration and store, one line
+    ciba-middleware serve --port 8080                  # the fail API under gunicorn
+    ciba-middleware ticket issue --service 715948317   # a ticket to fail, for trying it out
+
+Errors go to stderr as one line, never as a traceback. Exit codes (``docs/cli.md``):
+
+====  ==============================================================
+0     done; ``ticket show``/``delete``: the ticket existed
+1     ``ticket show``/``delete``: no such ticket
+2     bad arguments or bad configuration
+3     the ticket store failed or could not be reached
+4     an unexpected error (a bug: please report it)
+====  ==============================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+from . import __version__
+from .auth import StaticTokenVerifier, sha256_hex
+from .config import Settings, not_found_app
+from .errors import ConfigurationError, StoreError
+from .stores import TicketStore, ticket_hash, well_formed
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from .middleware import BackchannelFailMiddleware
+
+__all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORE", "EXIT_UNEXPECTED", "main", "mask_url"]
+
+log = logging.getLogger(__name__)
+
+PROG = "ciba-middleware"
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_CONFIG = 2
+EXIT_STORE = 3
+EXIT_UNEXPECTED = 4
+
+# Query parameters that carry a password in libpq and redis-py URLs.
+_SECRET_QUERY = re.compile(r"(?i)(^|&)(password|passwd|pass|secret|token)=([^&]*)")
+_LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+_LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+
+
+class CommandError(Exception):
+    """A failure the command reports as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "warning").upper(),
+        format=_LOG_FORMAT,
+        datefmt=_LOG_DATEFMT,
+        stream=sys.stderr,
+    )
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except CommandError as exc:
+        _fail(str(exc))
+        return exc.exit_code
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        return EXIT_CONFIG
+    except StoreError as exc:
+        _fail(f"the ticket store failed: {exc}")
+        return EXIT_STORE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)")
+        return EXIT_UNEXPECTED
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit to print or log.
+
+    >>> mask_url("postgresql://app:s3cret@db:5432/ciba?sslmode=require")
+    'postgresql://app:***@db:5432/ciba?sslmode=require'
+    """
+    parts = urlsplit(url)
+    masked = url
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        # The netloc comes first after "scheme://", so the first occurrence is the one.
+        masked = masked.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
+    if parts.query:
+        query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", parts.query)
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _cmd_token_new(args: argparse.Namespace) -> int:
+    if args.organization is not None:
+        if args.v2:
+            raise CommandError("--v2 needs --service: an API v2 key belongs to one service", EXIT_CONFIG)
+        if args.services is None:
+            raise CommandError("--organization needs --services ID,ID", EXIT_CONFIG)
+    elif args.services is not None:
+        raise CommandError("--services goes with --organization; for one service use --service ID", EXIT_CONFIG)
+
+    secret = secrets.token_urlsafe(32)
+    grant: dict[str, Any]
+    if args.organization is not None:
+        grant = {"organization": args.organization, "services": args.services, "token_sha256": sha256_hex(secret)}
+    elif args.v2:
+        grant = {"service": args.service, "api_secret_sha256": sha256_hex(secret)}
+    else:
+        grant = {"service": args.service, "token_sha256": sha256_hex(secret)}
+    # The verifier is what will read the grant: make sure it accepts it before printing.
+    StaticTokenVerifier([grant])
+
+    if args.json:
+        shown: dict[str, Any] = {"api_key": args.service, "api_secret": secret} if args.v2 else {"token": secret}
+        print(json.dumps({**shown, "grant": grant}))
+        return EXIT_OK
+    if args.v2:
+        print(f"api_key:    {args.service}")
+        print(f"api_secret: {secret}")
+    else:
+        print(f"token: {secret}")
+    print(f"grant: {json.dumps(grant)}")
+    print(
+        f"{PROG}: the secret above is shown once and stored nowhere; give it to the caller now, "
+        "and add the grant to the CIBA_TOKENS list.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_ticket_issue(args: argparse.Namespace) -> int:
+    with _ticket_store() as store:
+        ticket = store.issue(args.service, args.ttl)
+    log.info("issued ticket %s for service %s", ticket_hash(ticket), args.service)
+    print(ticket)
+    return EXIT_OK
+
+
+def _cmd_ticket_show(args: argparse.Namespace) -> int:
+    with _ticket_store() as store:
+        found = well_formed(args.ticket) and store.exists(args.service, args.ticket)
+    if found:
+        print(f"ticket {ticket_hash(args.ticket)} exists for service {args.service}")
+        return EXIT_OK
+    print(f"no such ticket for service {args.service} (unknown, expired, used, or of another service)")
+    return EXIT_NOT_FOUND
+
+
+def _cmd_ticket_delete(args: argparse.Namespace) -> int:
+    with _ticket_store() as store:
+        deleted = well_formed(args.ticket) and store.delete(args.service, args.ticket)
+    if deleted:
+        print(f"deleted ticket {ticket_hash(args.ticket)} of service {args.service}")
+        return EXIT_OK
+    print(f"no such ticket for service {args.service}: nothing deleted")
+    return EXIT_NOT_FOUND
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    settings = Settings.from_mapping(os.environ)
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app))
+    try:
+        _ping(settings, middleware.store)
+    finally:
+        middleware.store.close()
+    verifier = middleware.verifier
+    services = len(verifier.services) if isinstance(verifier, StaticTokenVerifier) else 0
+    print(
+        f"ok: store {mask_url(settings.store_url)} reachable, {_plural(len(settings.grants), 'grant')} "
+        f"covering {_plural(services, 'service')}, prefix {settings.prefix!r}, "
+        f"max body {settings.max_body_bytes} bytes, ticket TTL {settings.ticket_ttl:g} s"
+    )
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise CommandError("serve needs gunicorn: pip install gunicorn", EXIT_CONFIG) from None
+
+    app = _import_app(args.app) if args.app else not_found_app
+    settings = Settings.from_mapping(os.environ)
+    if args.workers > 1 and urlsplit(settings.store_url).scheme.lower() == "memory":
+        raise CommandError(
+            "CIBA_STORE_URL is memory://, whose tickets live in one process: "
+            "use --workers 1, or a store the workers share (sqlite://, redis://, postgresql://)",
+            EXIT_CONFIG,
+        )
+    # Build everything once here, in the master, so a bad configuration or an unreachable
+    # store stops the command with one line before any worker starts; each worker then
+    # builds its own middleware (its own store connections) from the same settings.
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(app))
+    try:
+        _ping(settings, middleware.store)
+    finally:
+        middleware.store.close()
+
+    options = {
+        "bind": [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"],
+        "workers": args.workers,
+        "errorlog": "-",
+        "loglevel": args.log_level,
+        "proc_name": PROG,
+        "graceful_timeout": args.graceful_timeout,
+        "worker_exit": _close_worker_store,
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        """gunicorn running the middleware built from ``settings`` around ``app``."""
+
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+            # gunicorn >= 25.1 opens a control socket at one fixed path per user, which a
+            # second server on the host would take over; this command does not offer it.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> BackchannelFailMiddleware:
+            return settings.build_middleware(app)
+
+    log.info(
+        "fail API at %s%s/api/{serviceId}/backchannel/authentication/fail (store %s, %s)",
+        f"http://{options['bind'][0]}",
+        settings.prefix,
+        mask_url(settings.store_url),
+        f"around {args.app}" if args.app else "other paths answer 404",
+    )
+    Server(prog=PROG).run()
+    return EXIT_OK
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _ticket_store() -> Iterator[TicketStore]:
+    """The store named by ``CIBA_STORE_URL``, closed on exit; refuses ``memory://``."""
+    settings = Settings.for_store(os.environ)
+    if urlsplit(settings.store_url).scheme.lower() == "memory":
+        raise CommandError(
+            "CIBA_STORE_URL is memory://: its tickets live inside one server process, "
+            "out of this command's reach; use sqlite://, redis:// or postgresql://",
+            EXIT_CONFIG,
+        )
+    store: TicketStore = _scrubbed(settings, settings.build_store)
+    try:
+        yield store
+    except StoreError as exc:
+        raise StoreError(_scrub(str(exc), settings.store_url)) from None
+    finally:
+        store.close()
+
+
+def _scrubbed(settings: Settings, build: Callable[[], Any]) -> Any:
+    """Call ``build``, keeping the store URL's password out of any error it raises."""
+    try:
+        return build()
+    except ConfigurationError as exc:
+        raise ConfigurationError(_scrub(str(exc), settings.store_url)) from None
+    except StoreError as exc:
+        raise StoreError(_scrub(str(exc), settings.store_url)) from None
+
+
+def _ping(settings: Settings, store: TicketStore) -> None:
+    try:
+        store.ping()
+    except StoreError as exc:
+        raise CommandError(
+            f"store {mask_url(settings.store_url)} unreachable: {_scrub(str(exc), settings.store_url)}", EXIT_STORE
+        ) from None
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without the password of ``url``, in case a backend's message quotes it."""
+    password = urlsplit(url).password
+    if password:
+        for form in {password, unquote(password)}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _import_app(spec: str) -> WSGIApplication:
+    """Import ``module:callable`` the way gunicorn does, from the working directory."""
+    from gunicorn.util import import_app
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        app: WSGIApplication = import_app(spec)
+    except Exception as exc:
+        raise CommandError(f"--app {spec}: cannot load it: {type(exc).__name__}: {exc}", EXIT_CONFIG) from None
+    return app
+
+
+def _close_worker_store(server: object, worker: Any) -> None:
+    """gunicorn ``worker_exit`` hook: release the worker's store connections."""
+    store = getattr(getattr(worker, "wsgi", None), "store", None)
+    if store is not None:
+        try:
+            store.close()
+        except Exception:
+            log.warning("closing the ticket store failed", exc_info=True)
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _identifier(value: str) -> str:
+    """A service ID or organization name, as the grants accept them."""
+    if not value or value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise argparse.ArgumentTypeError(
+            f"must be non-empty, without surrounding spaces or control characters: {value!r}"
+        )
+    return value
+
+
+def _identifier_list(value: str) -> list[str]:
+    found: list[str] = []
+    for item in value.split(","):
+        name = _identifier(item.strip())
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
+    return int(value)
+
+
+_ENV_HELP = """\
+configuration comes from the environment, as for from_env():
+  CIBA_STORE_URL       ticket store (default sqlite:///ciba-tickets.sqlite3)
+  CIBA_TOKENS          JSON list of grants (or CIBA_TOKENS_FILE: a file holding it)
+  CIBA_PATH_PREFIX     path in front of /api (default empty)
+  CIBA_MAX_BODY_BYTES  largest request body (default 16384)
+  CIBA_TICKET_TTL      seconds a new ticket lives (default 600)
+"""
+
+_EXIT_HELP = """\
+exit codes: 0 done, 2 bad arguments or configuration, 3 ticket store failed or unreachable
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        description="Authlete's CIBA /backchannel/authentication/fail API as WSGI middleware: "
+        "serve it, make tokens and tickets, check the configuration.",
+        epilog=_ENV_HELP + "\n" + _EXIT_HELP + "\nsee 'ciba-middleware COMMAND --help' and docs/cli.md",
+        formatter_class=raw,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the fail API under gunicorn",
+        description="Run the middleware under gunicorn, around --app or around an app that answers "
+        "every other path with a JSON 404. The configuration is checked and the store reached "
+        "before any worker starts. Logs go to stderr; Ctrl-C or SIGTERM stops it (exit 0).",
+        epilog=_ENV_HELP + "\n" + _EXIT_HELP,
+        formatter_class=raw,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default: %(default)s)")
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:CALLABLE",
+        help="the WSGI app to wrap, as gunicorn names it (imported from the working directory)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_positive,
+        default=30,
+        metavar="SECONDS",
+        help="time given to requests in flight on SIGTERM (default: %(default)s)",
+    )
+    serve.set_defaults(command=_cmd_serve)
+
+    token = commands.add_parser(
+        "token",
+        help="make caller credentials",
+        description="Make credentials for callers of the fail API.",
+    )
+    token_commands = token.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    new = token_commands.add_parser(
+        "new",
+        help="a fresh secret and its CIBA_TOKENS grant",
+        description="Print a fresh random secret (shown once, stored nowhere) and the grant to add to "
+        "CIBA_TOKENS, which holds only the secret's SHA-256. Reads no configuration.",
+        epilog="examples:\n"
+        "  ciba-middleware token new --service 715948317               Service Access Token (API v3)\n"
+        "  ciba-middleware token new --organization acme --services 715948317,42\n"
+        "                                                              Organization Token (API v3)\n"
+        "  ciba-middleware token new --v2 --service 715948317          API secret (API v2, key = service)",
+        formatter_class=raw,
+    )
+    who = new.add_mutually_exclusive_group(required=True)
+    who.add_argument("--service", type=_identifier, metavar="ID", help="a token for this one service")
+    who.add_argument("--organization", type=_identifier, metavar="NAME", help="an organization token")
+    new.add_argument(
+        "--services", type=_identifier_list, metavar="ID,ID", help="the organization's services, comma-separated"
+    )
+    new.add_argument("--v2", action="store_true", help="an API v2 secret for Basic auth (API key = the service ID)")
+    new.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
+    new.set_defaults(command=_cmd_token_new)
+
+    ticket = commands.add_parser(
+        "ticket",
+        help="issue, show and delete tickets in the store",
+        description="Work on the ticket store named by CIBA_STORE_URL (CIBA_TOKENS is not needed).",
+    )
+    ticket_commands = ticket.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    store_help = "configuration: CIBA_STORE_URL and CIBA_TICKET_TTL, as for from_env()\n"
+    issue = ticket_commands.add_parser(
+        "issue",
+        help="print a new ticket",
+        description="Issue a ticket for a service and print it, as an authorization server would before "
+        "calling the fail API.",
+        epilog=store_help + "\n" + _EXIT_HELP,
+        formatter_class=raw,
+    )
+    issue.add_argument("--service", type=_identifier, required=True, metavar="ID")
+    issue.add_argument(
+        "--ttl", type=_seconds, metavar="SECONDS", help="seconds the ticket lives (default: CIBA_TICKET_TTL or 600)"
+    )
+    issue.set_defaults(command=_cmd_ticket_issue)
+    lookup_exit = (
+        "exit codes: 0 the ticket existed, 1 no such ticket, 2 bad arguments or configuration, 3 store failed\n"
+    )
+    for name, verb, handler in (
+        ("show", "whether a ticket exists", _cmd_ticket_show),
+        ("delete", "delete a ticket", _cmd_ticket_delete),
+    ):
+        sub = ticket_commands.add_parser(
+            name,
+            help=verb,
+            description=f"{verb[0].upper()}{verb[1:]} (unexpired, of this service).",
+            epilog=store_help + "\n" + lookup_exit,
+            formatter_class=raw,
+        )
+        sub.add_argument("--service", type=_identifier, required=True, metavar="ID")
+        sub.add_argument("ticket", metavar="TICKET")
+        sub.set_defaults(command=handler)
+
+    check = commands.add_parser(
+        "check",
+        help="validate the configuration and reach the store",
+        description="Build everything serve would from the environment and ping the store; print one "
+        "line (secrets and store passwords masked).",
+        epilog=_ENV_HELP + "\n" + _EXIT_HELP,
+        formatter_class=raw,
+    )
+    check.set_defaults(command=_cmd_check)
+    return parser
