@@ -5,8 +5,11 @@
 ``sqlite:///path/to/file``  the embedded default; many threads and processes
                             on one host (``sqlite:////abs/path`` or
                             ``sqlite:///rel/path``)
-``redis://`` ...            several hosts (``pip install ciba-middleware[redis]``)
-``postgresql://`` ...       several hosts (``pip install ciba-middleware[postgres]``)
+``redis://`` ...            several hosts (``pip install ciba-middleware[redis]``);
+                            also ``rediss://``, ``redis+unix://``,
+                            ``redis+cluster://``, ``rediss+cluster://``
+``postgresql://`` ...       several hosts (``pip install ciba-middleware[postgres]``);
+                            ``postgres://`` too
 ==========================  =================================================
 
 >>> store = store_from_url("memory://")
@@ -42,6 +45,13 @@ __all__ = [
 SCHEMES: dict[str, str] = {
     "memory": "ciba_middleware.stores.memory:MemoryTicketStore",
     "sqlite": "ciba_middleware.stores.sqlite:SQLiteTicketStore",
+    "redis": "ciba_middleware.stores.redis:RedisTicketStore",
+    "rediss": "ciba_middleware.stores.redis:RedisTicketStore",
+    "redis+unix": "ciba_middleware.stores.redis:RedisTicketStore",
+    "redis+cluster": "ciba_middleware.stores.redis:RedisTicketStore",
+    "rediss+cluster": "ciba_middleware.stores.redis:RedisTicketStore",
+    "postgresql": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
+    "postgres": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
 }
 
 

@@ -1,0 +1,338 @@
+"""``postgresql://``: tickets in a PostgreSQL table, through psycopg 3 and its pool.
+
+One row per ticket: ``ticket`` (primary key), ``service``, ``expires_at``. Delete is one
+statement, ``DELETE ... WHERE ticket = $1 AND service = $2 AND expires_at > now()``, so it
+removes a ticket only for its own service and only while it lives, and when many callers
+race exactly one sees a row deleted. Time is the server's ``now()``, so the hosts' clocks
+do not matter. Expired rows are never visible and are swept out now and then by ``issue``
+(and by :meth:`PostgreSQLTicketStore.sweep`).
+
+The table (and its schema) is created when missing, once per process, under an advisory
+lock so that many workers starting together do not trip over each other. A database user
+without CREATE rights works too when the table already exists.
+
+URL: a libpq URL, ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too),
+``pip install "ciba-middleware[postgres]"``. Query options of ours: ``table`` (default
+``ciba_tickets``), ``schema`` (default: the search path's first), ``statement_timeout``
+(seconds, default 2), ``pool_min_size`` (default 1), ``pool_max_size`` (default 10),
+``pool_timeout`` (seconds to wait for a connection, default 2). Every other option goes to
+libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect_timeout``
+(default 2 here), ``keepalives_idle``, ``tcp_user_timeout``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigurationError, StoreError
+from .base import DEFAULT_TTL, new_ticket
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool
+
+__all__ = ["PostgreSQLTicketStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
+# Sweep expired rows once every this many issues per process: cheap, and bounded.
+_SWEEP_EVERY = 256
+_OWN_OPTIONS = ("table", "schema", "statement_timeout", "pool_min_size", "pool_max_size", "pool_timeout")
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise ConfigurationError(
+            'the PostgreSQL ticket store needs psycopg 3 and psycopg_pool: pip install "ciba-middleware[postgres]"'
+        ) from None
+    return psycopg, psycopg_pool
+
+
+class PostgreSQLTicketStore:
+    """Tickets in PostgreSQL, for several hosts sharing one database.
+
+    >>> store = PostgreSQLTicketStore.from_url("postgresql://app@db/app?table=ciba_tickets")  # doctest: +SKIP
+    >>> t = store.issue("42", ttl=60)                                                         # doctest: +SKIP
+    >>> store.delete("43", t), store.delete("42", t), store.delete("42", t)                    # doctest: +SKIP
+    (False, True, False)
+
+    :param conninfo: a libpq connection string or URL, without our own options.
+    :param default_ttl: seconds a ticket lives when ``issue`` is given no ``ttl``.
+    :param table: the table's name; several deployments may share a database.
+    :param schema: the table's schema, created when missing; None for the search path.
+    :param statement_timeout: seconds after which the server cancels a statement, so a
+        locked or overloaded database gives a quick 500 rather than a hung request.
+    :param pool_min_size: connections each process keeps open.
+    :param pool_max_size: connections each process may open; size it to the threads that
+        may call at once (gunicorn ``--threads``), times workers, under ``max_connections``.
+    :param pool_timeout: seconds to wait for a free (or new) connection before failing.
+    """
+
+    schemes = ("postgresql", "postgres")
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        default_ttl: float = DEFAULT_TTL,
+        table: str = "ciba_tickets",
+        schema: str | None = None,
+        statement_timeout: float = 2.0,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout: float = 2.0,
+    ) -> None:
+        psycopg_mod, pool_mod = _import_psycopg()
+        from psycopg import sql
+
+        if not (isinstance(default_ttl, int | float) and math.isfinite(default_ttl) and default_ttl > 0):
+            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        for option, value in (("table", table), ("schema", schema)):
+            if value is not None and not (isinstance(value, str) and _IDENTIFIER.fullmatch(value)):
+                raise ConfigurationError(
+                    f"PostgreSQL {option} must be an SQL identifier of at most 50 characters, not {value!r}"
+                )
+        for option, number in (("statement_timeout", statement_timeout), ("pool_timeout", pool_timeout)):
+            if not (isinstance(number, int | float) and math.isfinite(number) and number > 0):
+                raise ConfigurationError(f"PostgreSQL {option} must be a positive number of seconds, not {number!r}")
+        if not (isinstance(pool_min_size, int) and isinstance(pool_max_size, int) and pool_min_size >= 0):
+            raise ConfigurationError("PostgreSQL pool_min_size and pool_max_size must be whole numbers")
+        if pool_max_size < max(1, pool_min_size):
+            raise ConfigurationError(
+                f"PostgreSQL pool_max_size ({pool_max_size}) must be at least 1 and at least pool_min_size"
+            )
+        try:
+            params = psycopg_mod.conninfo.conninfo_to_dict(conninfo)
+        except psycopg_mod.Error as exc:
+            raise ConfigurationError(
+                f"bad PostgreSQL connection string: {str(exc).strip()} (options of ours: {', '.join(_OWN_OPTIONS)})"
+            ) from None
+        params.setdefault("connect_timeout", 2)
+        self.conninfo = psycopg_mod.conninfo.make_conninfo("", **params)
+        self.default_ttl = float(default_ttl)
+        self.table = table
+        self.schema = schema
+        self.statement_timeout = float(statement_timeout)
+        self.pool_min_size = pool_min_size
+        self.pool_max_size = pool_max_size
+        self.pool_timeout = float(pool_timeout)
+        self._errors: tuple[type[Exception], ...] = (psycopg_mod.Error,)
+        self._operational: type[Exception] = psycopg_mod.OperationalError
+        # Failures that another connection would not cure: no second try.
+        self._final: tuple[type[Exception], ...] = (
+            pool_mod.PoolTimeout,
+            pool_mod.PoolClosed,
+            psycopg_mod.errors.QueryCanceled,
+        )
+
+        name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+        self._qualified = f'"{schema}"."{table}"' if schema else f'"{table}"'
+        self._create: list[sql.Composed] = [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "ticket text PRIMARY KEY, service text NOT NULL, expires_at timestamptz NOT NULL)"
+            ).format(name),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_at)").format(
+                sql.Identifier(f"{table}_expires_at"), name
+            ),
+        ]
+        self._issue_sql = sql.SQL(
+            "INSERT INTO {} (ticket, service, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s)) "
+            "ON CONFLICT (ticket) DO NOTHING"
+        ).format(name)
+        self._exists_sql = sql.SQL("SELECT 1 FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()").format(
+            name
+        )
+        self._delete_sql = sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()").format(
+            name
+        )
+        self._sweep_sql = sql.SQL("DELETE FROM {} WHERE expires_at <= now()").format(name)
+
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pid = 0
+        self._schema_ready = False
+        self._issued = 0
+        # Create the table now, so a problem shows at start-up; a database that is down at
+        # start-up is not fatal: the first call creates it once the database is back.
+        try:
+            self._run(lambda conn: None)
+        except StoreError as exc:
+            log.warning("PostgreSQL ticket store not reachable at start-up; will retry on use: %s", exc)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgreSQLTicketStore:
+        """Build the store from a ``postgresql://`` URL (options in the module doc).
+
+        ``options`` may set any keyword of the constructor; the URL's query wins over them.
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in cls.schemes:
+            raise ConfigurationError(f"not a PostgreSQL URL: {parts.scheme}://")
+        passed: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in ("table", "schema"):
+                options[key] = value
+            elif key in ("statement_timeout", "pool_timeout"):
+                options[key] = _number(key, value, float)
+            elif key in ("pool_min_size", "pool_max_size"):
+                options[key] = _number(key, value, int)
+            else:
+                passed.append((key, value))
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
+        return cls(conninfo, **options)
+
+    # -- connections --------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        from psycopg_pool import ConnectionPool
+
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                return self._pool
+            # A pool must not cross a fork (its worker threads stay behind in the parent):
+            # a gunicorn worker forked after the store was built opens its own.
+            self._pool = ConnectionPool(
+                self.conninfo,
+                kwargs={"autocommit": True},
+                min_size=self.pool_min_size,
+                max_size=self.pool_max_size,
+                timeout=self.pool_timeout,
+                configure=self._configure,
+                name="ciba-tickets",
+                open=False,
+            )
+            self._pool.open(wait=False)
+            self._pid = os.getpid()
+            self._schema_ready = False
+            return self._pool
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)", (f"{round(self.statement_timeout * 1000)}ms",)
+        )
+
+    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+        from psycopg import sql
+
+        with conn.transaction():
+            # Serialize creation across processes: concurrent CREATE ... IF NOT EXISTS can
+            # still fail on the catalog's unique indexes.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ciba_middleware:{self._qualified}",))
+            # Check before creating, so a user without CREATE rights works on a table that
+            # exists already (CREATE ... IF NOT EXISTS checks rights first).
+            if self.schema:
+                found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone()
+                if found is None:
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            row = conn.execute("SELECT to_regclass(%s)", (self._qualified,)).fetchone()
+            if row is None or row[0] is None:
+                for statement in self._create:
+                    conn.execute(statement)
+                log.info("created the ticket table %s", self._qualified)
+        self._schema_ready = True
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``work`` on a pooled connection, once more on another after a broken one.
+
+        After the server restarts, every idle connection in the pool is dead: the first
+        failure has the pool check them all and replace the dead ones, then tries again.
+        """
+        pool = self._get_pool()
+        for attempt in (1, 2):
+            try:
+                with pool.connection() as conn:
+                    if not self._schema_ready:
+                        self._ensure_schema(conn)
+                    return work(conn)
+            except self._operational as exc:
+                if attempt == 2 or isinstance(exc, self._final):
+                    raise StoreError(f"postgresql: {exc}") from exc
+                try:
+                    pool.check()
+                except self._errors as check_exc:
+                    raise StoreError(f"postgresql: {check_exc}") from check_exc
+            except self._errors as exc:
+                raise StoreError(f"postgresql: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- the protocol -------------------------------------------------------------------
+
+    def issue(self, service_id: str, ttl: float | None = None) -> str:
+        ttl = self.default_ttl if ttl is None else ttl
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        if not _storable(service_id):
+            raise ValueError("a service ID stored in PostgreSQL cannot hold NUL or lone surrogates")
+
+        def insert(conn: psycopg.Connection[Any]) -> str:
+            while True:
+                ticket = new_ticket()
+                # ON CONFLICT: a 256-bit collision will not happen, but never overwrite.
+                if conn.execute(self._issue_sql, (ticket, service_id, float(ttl))).rowcount == 1:
+                    return ticket
+
+        ticket = self._run(insert)
+        self._issued += 1
+        if self._issued % _SWEEP_EVERY == 0:
+            self.sweep()
+        return ticket
+
+    def exists(self, service_id: str, ticket: str) -> bool:
+        if not (_storable(service_id) and _storable(ticket)):
+            return False
+        return self._run(lambda conn: conn.execute(self._exists_sql, (ticket, service_id)).fetchone() is not None)
+
+    def delete(self, service_id: str, ticket: str) -> bool:
+        if not (_storable(service_id) and _storable(ticket)):
+            return False
+        return self._run(lambda conn: conn.execute(self._delete_sql, (ticket, service_id)).rowcount == 1)
+
+    def sweep(self) -> int:
+        """Delete expired rows now; returns how many. ``issue`` does this now and then."""
+        return self._run(lambda conn: conn.execute(self._sweep_sql).rowcount)
+
+    def ping(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL ``text`` can hold ``text``: no NUL, valid UTF-8. Nothing else can
+    have been stored, so a lookup of anything else is answered without a round trip."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _number(name: str, value: str, kind: type[float] | type[int]) -> float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigurationError(f"PostgreSQL {name} must be a number, not {value!r}") from None
