@@ -1,0 +1,276 @@
+"""Prometheus metrics of the fail API: :class:`Metrics` (an observer) and :class:`MetricsMiddleware`.
+
+:class:`Metrics` counts every fail call it is given as a
+:class:`~ciba_middleware.events.FailEvent`; :class:`MetricsMiddleware` serves them at one
+path, behind a bearer token of their own. Both need ``prometheus_client``, an optional
+extra (``pip install "ciba-middleware[metrics]"``), imported only when a :class:`Metrics`
+is built, so the package works without it.
+
+Series (``docs/observability.md`` shows real output)::
+
+    ciba_fail_calls_total{service, reason, action, outcome}
+    ciba_fail_auth_failures_total{kind}
+    ciba_fail_store_errors_total
+    ciba_fail_duration_seconds{via}          (histogram)
+
+The ``service`` label is set only from an authenticated principal covering the service
+(or from the wrapped app's own in-process call): an unauthenticated caller chooses the
+service ID in the URL, and labelling by it would let anyone create series without bound.
+
+Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` before start-up: each
+worker then writes its counts to files there and a scrape of any worker reports the sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .auth import sha256_hex
+from .errors import ConfigurationError
+from .events import FailEvent
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["BUCKETS", "INSTALL_HINT", "Metrics", "MetricsMiddleware", "child_exit", "outcome"]
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "ciba-middleware[metrics]"'
+
+#: Latency buckets in seconds: a call is a store round trip, so well under 1 ms in
+#: process with SQLite and a few ms over HTTP; the upper buckets catch a slow store.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+_REALM = 'Bearer realm="ciba-middleware-metrics"'
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PATH = re.compile(r"/[!$&'()*+,;=:@A-Za-z0-9\-._~/%]*")
+_FAIL_SUFFIX = "/backchannel/authentication/fail"
+
+
+def outcome(event: FailEvent) -> str:
+    """What a call did, as one label value.
+
+    ``deleted`` (a ticket was deleted), ``not_found`` (a ticket was given but not found,
+    expired, of another service or malformed), ``no_ticket`` (none given), ``rejected``
+    (the call itself was refused: 4xx), ``store_error`` (the ticket store failed) or
+    ``error`` (any other 5xx).
+    """
+    if event.store_error:
+        return "store_error"
+    if event.status >= 500:
+        return "error"
+    if event.status != 200:
+        return "rejected"
+    if event.deleted is None:
+        return "no_ticket"
+    return "deleted" if event.deleted else "not_found"
+
+
+class Metrics:
+    """Prometheus counters and a latency histogram, fed as an observer of the middleware.
+
+    ::
+
+        metrics = Metrics()
+        app = BackchannelFailMiddleware(
+            MetricsMiddleware(app, metrics=metrics, path="/metrics", token_sha256=digest),
+            store=store, verifier=verifier, observers=[metrics],
+        )
+
+    :param registry: where the series are registered. By default a registry of this
+        object's own, so two middlewares in one process do not clash; pass
+        ``prometheus_client.REGISTRY`` to expose them with your app's other metrics.
+    :raises ConfigurationError: when ``prometheus_client`` is not installed, or when
+        ``PROMETHEUS_MULTIPROC_DIR`` is set but unusable.
+    """
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        try:
+            import prometheus_client
+            from prometheus_client import values
+        except ImportError:
+            raise ConfigurationError(f"metrics need prometheus_client: {INSTALL_HINT}") from None
+        self._prometheus = prometheus_client
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if self.multiprocess_dir is not None:
+            if not os.path.isdir(self.multiprocess_dir):
+                raise ConfigurationError(
+                    f"PROMETHEUS_MULTIPROC_DIR={self.multiprocess_dir!r} is not a directory; create it (empty) "
+                    "before the server starts"
+                )
+            if values.ValueClass is values.MutexValue:
+                # prometheus_client picks its storage once, at import: imported before the
+                # variable was set, it counts in memory while a scrape would read the files.
+                raise ConfigurationError(
+                    "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; "
+                    "set it in the environment before the server starts"
+                )
+        self.registry: CollectorRegistry = registry if registry is not None else prometheus_client.CollectorRegistry()
+        self.calls = prometheus_client.Counter(
+            "ciba_fail_calls",
+            "Fail API calls, by authenticated service, reason, action and outcome.",
+            ("service", "reason", "action", "outcome"),
+            registry=self.registry,
+        )
+        self.auth_failures = prometheus_client.Counter(
+            "ciba_fail_auth_failures",
+            "Fail API calls refused for their credentials (401/403), by which check failed.",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.store_errors = prometheus_client.Counter(
+            "ciba_fail_store_errors",
+            "Fail API calls whose ticket store failed or was unreachable.",
+            registry=self.registry,
+        )
+        self.duration = prometheus_client.Histogram(
+            "ciba_fail_duration_seconds",
+            "Time from the start of a fail API call to its answer, by http or in_process.",
+            ("via",),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+
+    def __call__(self, event: FailEvent) -> None:
+        """Count one call (the observer interface of the middleware)."""
+        principal = event.principal
+        if event.via == "in_process" or (principal is not None and principal.covers(event.service_id or "")):
+            service = event.service_id or ""
+        else:
+            service = ""
+        self.calls.labels(
+            service,
+            event.reason.value if event.reason is not None else "",
+            event.action.value if event.action is not None else "",
+            outcome(event),
+        ).inc()
+        if event.auth_failure is not None:
+            self.auth_failures.labels(event.auth_failure).inc()
+        if event.store_error:
+            self.store_errors.inc()
+        self.duration.labels(event.via).observe(event.duration)
+
+    def exposition_registry(self) -> Any:
+        """What a scrape reads: this registry, or in multi-process mode every worker's files."""
+        if self.multiprocess_dir is None:
+            return self.registry
+        from prometheus_client import multiprocess
+
+        registry = self._prometheus.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return registry
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition body and its Content-Type, in the format ``accept`` asks for
+        (OpenMetrics or the Prometheus text format)."""
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.exposition_registry()), content_type
+
+
+class MetricsMiddleware:
+    """Serve :class:`Metrics` at ``path`` to callers with its bearer token; pass the rest on.
+
+    Put it inside :class:`~ciba_middleware.BackchannelFailMiddleware` (around the app) or
+    outside it: the paths cannot overlap. Every request to another path goes to ``app``
+    after one string comparison.
+
+    :param path: e.g. ``/metrics``; exact match, query string ignored.
+    :param token_sha256: the SHA-256 (hex) of the token Prometheus sends as
+        ``Authorization: Bearer <token>``. A token of its own: the fail API's tokens let a
+        caller fail tickets, this one only reads counts.
+    :param token: the token in clear text instead, for development (logged warning).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        metrics: Metrics,
+        path: str,
+        token_sha256: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        check_path(path)
+        if (token_sha256 is None) == (token is None):
+            raise ConfigurationError("give exactly one of token_sha256 and token for the metrics endpoint")
+        if token is not None:
+            if not token:
+                raise ConfigurationError("the metrics token must not be empty")
+            log.warning("the metrics endpoint uses a clear-text token; configure its SHA-256 outside development")
+            token_sha256 = sha256_hex(token)
+        assert token_sha256 is not None
+        if not _HEX64.fullmatch(token_sha256.lower()):
+            raise ConfigurationError("the metrics token_sha256 must be 64 hexadecimal digits (a SHA-256)")
+        self.app = app
+        self.metrics = metrics
+        self.path = path
+        self._digest = bytes.fromhex(token_sha256)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != self.path:
+            return self.app(environ, start_response)
+        return self._serve(environ, start_response)
+
+    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            return _plain(start_response, "405 Method Not Allowed", b"use GET\n", [("Allow", "GET, HEAD")])
+        if not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            return _plain(start_response, "401 Unauthorized", b"unauthorized\n", [("WWW-Authenticate", _REALM)])
+        try:
+            body, content_type = self.metrics.render(environ.get("HTTP_ACCEPT", ""))
+        except Exception:
+            log.exception("rendering the metrics failed")
+            return _plain(start_response, "500 Internal Server Error", b"metrics unavailable\n", [])
+        start_response(
+            "200 OK",
+            [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
+        )
+        return [b""] if method == "HEAD" else [body]
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip(" "):
+            return False
+        # PEP 3333: header values are the raw bytes decoded as latin-1; back to those bytes.
+        given = hashlib.sha256(token.strip(" ").encode("latin-1", "replace")).digest()
+        return hmac.compare_digest(given, self._digest)
+
+
+def check_path(path: str) -> None:
+    """Raise ConfigurationError unless ``path`` can serve metrics: absolute, no query,
+    not one of the fail API's paths."""
+    if not isinstance(path, str) or not _PATH.fullmatch(path) or "//" in path:
+        raise ConfigurationError(f"the metrics path must look like /metrics, not {path!r}")
+    if path.endswith(_FAIL_SUFFIX):
+        raise ConfigurationError(f"the metrics path must not end with {_FAIL_SUFFIX}, the fail API's own routes")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: drop a dead worker's live-gauge files (``prometheus_client``'s
+    ``mark_process_dead``). Counters and histograms keep its counts, as they should.
+
+    In ``gunicorn.conf.py``: ``from ciba_middleware.metrics import child_exit``.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def _plain(start_response: StartResponse, status: str, body: bytes, headers: list[tuple[str, str]]) -> Iterable[bytes]:
+    start_response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers],
+    )
+    return [body]
