@@ -8,16 +8,28 @@ exactly what reaches ``start_response``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from conftest import API_SECRET, GRANTS, ORG_TOKEN, OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN
+import pytest
+from conftest import (
+    API_SECRET,
+    GRANTS,
+    ORG_TOKEN,
+    OTHER_SERVICE,
+    OTHER_TOKEN,
+    SERVICE,
+    SERVICE_TOKEN,
+    unique_name,
+)
 
-from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier
+from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, TicketStore, store_from_url
 from ciba_middleware.stores.memory import MemoryTicketStore
 
 SUFFIX = "/backchannel/authentication/fail"
@@ -194,3 +206,41 @@ def check_contract(answer: Answer, method: str = "POST") -> dict[str, Any]:
         assert answer.status in (401, 403, 405), answer
         assert set(data) == {"resultCode", "resultMessage"}
     return data
+
+
+# -- stores under test ----------------------------------------------------------------
+
+STORE_KINDS = ["sqlite", "redis", "postgresql"]
+
+
+@contextlib.contextmanager
+def store_of_kind(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[tuple[str, TicketStore]]:
+    """A URL for servers and an open store on the same tickets, emptied afterwards.
+
+    Redis and PostgreSQL come from conftest's fixtures (skipped locally when down, failing
+    in CI); each test gets its own key prefix or table, removed at the end.
+    """
+    name = unique_name("ciba_hard")
+    if kind == "sqlite":
+        url = f"sqlite:///{directory / (name + '.sqlite3')}"
+    elif kind == "redis":
+        url = f"{request.getfixturevalue('redis_url')}?key_prefix={name}:"
+    elif kind == "postgresql":
+        url = f"{request.getfixturevalue('postgres_url')}?table={name}"
+    else:
+        raise ValueError(kind)
+    store = store_from_url(url)
+    try:
+        yield url, store
+    finally:
+        if kind == "redis":
+            client = store.client  # type: ignore[attr-defined]
+            keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        elif kind == "postgresql":
+            import psycopg
+
+            with psycopg.connect(request.getfixturevalue("postgres_url"), autocommit=True) as conn:
+                conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        store.close()
