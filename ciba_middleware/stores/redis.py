@@ -159,7 +159,10 @@ class RedisTicketStore:
                 raise ConfigurationError(f"unknown Redis store option {key!r} (known: {known})")
         timeouts = {name: _seconds(name, settings[name]) for name in ("socket_timeout", "socket_connect_timeout")}
         retries = _count("retries", settings["retries"])
-        client_url = urlunsplit((_CLIENT_SCHEMES[scheme], parts.netloc, parts.path, urlencode(passed), ""))
+        # Not urlunsplit: it drops the "//" of "unix:///path" when the host is empty.
+        client_url = f"{_CLIENT_SCHEMES[scheme]}://{parts.netloc}{parts.path}"
+        if passed:
+            client_url += "?" + urlencode(passed)
         client_options = {**timeouts, "retry": Retry(NoBackoff(), retries)}
         databases = [parts.path.strip("/") or "0", *(value for key, value in passed if key == "db")]
         if scheme.endswith("+cluster") and any(db != "0" for db in databases):
