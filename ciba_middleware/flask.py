@@ -1,0 +1,223 @@
+"""Flask integration: the :class:`CibaMiddleware` extension and the :class:`BackchannelFail` exception.
+
+The only module of the package that imports Flask (``pip install ciba-middleware[flask]``).
+
+::
+
+    from flask import Flask
+    from ciba_middleware import Reason
+    from ciba_middleware.flask import BackchannelFail, CibaMiddleware
+
+    app = Flask(__name__)
+    app.config.from_prefixed_env()          # FLASK_CIBA_TOKENS='[...]' -> CIBA_TOKENS
+    ciba = CibaMiddleware(app)
+
+    @app.post("/backchannel/authentication")
+    def backchannel_authentication():
+        ticket = ciba.issue_ticket()
+        ...
+        raise BackchannelFail(Reason.UNKNOWN_USER_ID, ticket=ticket)
+
+The extension reads the ``CIBA_*`` keys of ``app.config`` that :class:`ciba_middleware.Settings`
+knows, plus two of its own:
+
+``CIBA_SERVICE_ID``
+    The service whose tickets this app issues and fails in process. May be left out when
+    the grants cover exactly one service. A number (as ``from_prefixed_env`` leaves
+    ``FLASK_CIBA_SERVICE_ID=715948317``) is taken as its digits.
+``CIBA_SERVER_ERROR_STATUS``
+    The status the client gets for ``server_error`` (default 500; Authlete notes that many
+    deployments prefer another one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from flask import Flask, Response, current_app
+
+from .auth import StaticTokenVerifier
+from .client import client_response
+from .config import Settings
+from .errors import ConfigurationError
+from .events import Observer
+from .middleware import BackchannelFailMiddleware
+from .reasons import Reason
+from .request import check_fields
+from .response import FailResponse
+from .stores.base import TicketStore, ticket_hash
+
+__all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState"]
+
+log = logging.getLogger(__name__)
+
+#: Where the extension keeps its state: ``app.extensions[EXTENSION_KEY]``.
+EXTENSION_KEY = "ciba_middleware"
+
+
+class BackchannelFail(Exception):
+    """Raise from a view to reject a backchannel authentication request (CIBA Core 13).
+
+    The extension's error handler fails the request in process, which deletes ``ticket``
+    from the store, and answers the client with the matching status and
+    ``{"error": ...}`` body (:func:`ciba_middleware.client_response`).
+
+    ``reason`` is a :class:`ciba_middleware.Reason`, its name, or an Authlete DTO enum
+    member. ``description`` and ``uri`` become ``error_description`` and ``error_uri``;
+    they are checked here, against RFC 6749's character sets, so a bad one raises
+    :class:`ciba_middleware.InvalidParameter` (a ``ValueError``) where the view raises,
+    not later in the error handler.
+
+    >>> raise BackchannelFail(Reason.ACCESS_DENIED, ticket=ticket)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        reason: Reason | str | Enum,
+        ticket: str | None = None,
+        description: str | None = None,
+        uri: str | None = None,
+    ) -> None:
+        name = reason.name if isinstance(reason, Enum) and not isinstance(reason, str) else reason
+        params = check_fields({"ticket": ticket, "reason": name, "errorDescription": description, "errorUri": uri})
+        super().__init__(params.reason.value if description is None else f"{params.reason.value}: {description}")
+        self.reason: Reason = params.reason
+        self.ticket: str | None = params.ticket
+        self.description: str | None = params.error_description
+        self.uri: str | None = params.error_uri
+
+
+@dataclass(frozen=True)
+class CibaState:
+    """What :meth:`CibaMiddleware.init_app` keeps in ``app.extensions["ciba_middleware"]``."""
+
+    middleware: BackchannelFailMiddleware
+    settings: Settings
+    service_id: str
+    server_error_status: int
+
+    @property
+    def store(self) -> TicketStore:
+        return self.middleware.store
+
+
+class CibaMiddleware:
+    """Serve the fail API in a Flask app and fail requests from its views.
+
+    ``init_app`` reads ``CIBA_*`` from ``app.config`` (see the module docstring), wraps
+    ``app.wsgi_app`` in :class:`ciba_middleware.BackchannelFailMiddleware`, and registers
+    the error handler for :class:`BackchannelFail`. Configuration errors raise
+    :class:`ciba_middleware.ConfigurationError` there, at start-up.
+
+    One instance may serve several apps (the application factory pattern): its methods
+    act on ``current_app``.
+
+    :param app: the app, or None to call :meth:`init_app` later.
+    :param observers: passed to the middleware: callables given each
+        :class:`ciba_middleware.FailEvent`, for metrics and audit logs.
+    """
+
+    def __init__(self, app: Flask | None = None, *, observers: Sequence[Observer] = ()) -> None:
+        self.observers = tuple(observers)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError("CibaMiddleware is already initialised on this app")
+        settings = Settings.from_mapping(app.config)
+        middleware = settings.build_middleware(app.wsgi_app, observers=self.observers)
+        state = CibaState(
+            middleware=middleware,
+            settings=settings,
+            service_id=_service_id(app.config, middleware),
+            server_error_status=_server_error_status(app.config),
+        )
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.extensions[EXTENSION_KEY] = state
+        app.register_error_handler(BackchannelFail, _handle_backchannel_fail)
+        log.info(
+            "fail API served under %s/api/ for service %s, tickets in %s",
+            settings.prefix,
+            state.service_id,
+            settings.store_url.split("?", 1)[0],
+        )
+
+    @staticmethod
+    def state(app: Flask | None = None) -> CibaState:
+        """The state of ``app`` (default: ``current_app``)."""
+        target = app if app is not None else current_app
+        try:
+            state: CibaState = target.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError("CibaMiddleware is not initialised on this app: call init_app(app)") from None
+        return state
+
+    def issue_ticket(self, ttl: float | None = None) -> str:
+        """A new ticket for this app's service, living ``ttl`` seconds (``CIBA_TICKET_TTL`` by default).
+
+        Issue it when a backchannel authentication request arrives; pass it to
+        :class:`BackchannelFail` when the request is rejected.
+        """
+        state = self.state()
+        return state.store.issue(state.service_id, ttl)
+
+    def fail(
+        self,
+        reason: Reason | str | Enum,
+        ticket: str | None = None,
+        description: str | None = None,
+        uri: str | None = None,
+    ) -> FailResponse:
+        """Fail in process and return the API's answer, for views that build their own response."""
+        state = self.state()
+        return state.middleware.fail(state.service_id, ticket, reason, description, uri)
+
+
+def _handle_backchannel_fail(error: BackchannelFail) -> Response:
+    state = CibaMiddleware.state()
+    answer = state.middleware.fail(state.service_id, error.ticket, error.reason, error.description, error.uri)
+    log.debug(
+        "backchannel authentication request failed: %s, ticket %s",
+        error.reason.value,
+        ticket_hash(error.ticket) if error.ticket else None,
+    )
+    reply = client_response(answer, server_error_status=state.server_error_status)
+    return Response(reply.body, status=reply.status, headers=reply.headers)
+
+
+def _service_id(config: Mapping[str, Any], middleware: BackchannelFailMiddleware) -> str:
+    value = config.get("CIBA_SERVICE_ID")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if value not in (None, ""):
+        raise ConfigurationError(f"CIBA_SERVICE_ID must be a service ID (a string), not {value!r}")
+    verifier = middleware.verifier
+    services = sorted(verifier.services) if isinstance(verifier, StaticTokenVerifier) else []
+    if len(services) == 1:
+        return services[0]
+    raise ConfigurationError(
+        "CIBA_SERVICE_ID is not set and the grants do not name exactly one service "
+        f"({', '.join(services) or 'none'}): set it to the service whose tickets this app issues"
+    )
+
+
+def _server_error_status(config: Mapping[str, Any]) -> int:
+    value = config.get("CIBA_SERVER_ERROR_STATUS")
+    if value is None or value == "":
+        return 500
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        status = int(value)
+    except (TypeError, ValueError):
+        status = 0
+    if not 400 <= status <= 599:
+        raise ConfigurationError(f"CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not {value!r}")
+    return status
