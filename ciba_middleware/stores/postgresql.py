@@ -15,7 +15,8 @@ URL: a libpq URL, ``postgresql://user:password@host:5432/dbname`` (``postgres://
 ``pip install "ciba-middleware[postgres]"``. Query options of ours: ``table`` (default
 ``ciba_tickets``), ``schema`` (default: the search path's first), ``statement_timeout``
 (seconds, default 2), ``pool_min_size`` (default 1), ``pool_max_size`` (default 10),
-``pool_timeout`` (seconds to wait for a connection, default 2). Every other option goes to
+``pool_timeout`` (seconds to wait for a connection, default 2), ``pool_reconnect_timeout``
+(seconds, default 10). Every other option goes to
 libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect_timeout``
 (default 2 here), ``keepalives_idle``, ``tcp_user_timeout``, ...).
 """
@@ -48,7 +49,15 @@ T = TypeVar("T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
 # Sweep expired rows once every this many issues per process: cheap, and bounded.
 _SWEEP_EVERY = 256
-_OWN_OPTIONS = ("table", "schema", "statement_timeout", "pool_min_size", "pool_max_size", "pool_timeout")
+_OWN_OPTIONS = (
+    "table",
+    "schema",
+    "statement_timeout",
+    "pool_min_size",
+    "pool_max_size",
+    "pool_timeout",
+    "pool_reconnect_timeout",
+)
 
 
 def _import_psycopg() -> Any:
@@ -80,6 +89,11 @@ class PostgreSQLTicketStore:
     :param pool_max_size: connections each process may open; size it to the threads that
         may call at once (gunicorn ``--threads``), times workers, under ``max_connections``.
     :param pool_timeout: seconds to wait for a free (or new) connection before failing.
+    :param pool_reconnect_timeout: how long the pool keeps retrying, with growing pauses, to
+        replace a lost connection before it gives up and starts afresh on the next call.
+        psycopg_pool's own default, 5 minutes, lets the pauses grow past a minute, which is
+        how long the store would stay down after the database came back; 10 s keeps that
+        to a few seconds.
     """
 
     schemes = ("postgresql", "postgres")
@@ -95,6 +109,7 @@ class PostgreSQLTicketStore:
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 2.0,
+        pool_reconnect_timeout: float = 10.0,
     ) -> None:
         psycopg_mod, pool_mod = _import_psycopg()
         from psycopg import sql
@@ -106,7 +121,11 @@ class PostgreSQLTicketStore:
                 raise ConfigurationError(
                     f"PostgreSQL {option} must be an SQL identifier of at most 50 characters, not {value!r}"
                 )
-        for option, number in (("statement_timeout", statement_timeout), ("pool_timeout", pool_timeout)):
+        for option, number in (
+            ("statement_timeout", statement_timeout),
+            ("pool_timeout", pool_timeout),
+            ("pool_reconnect_timeout", pool_reconnect_timeout),
+        ):
             if not (isinstance(number, int | float) and math.isfinite(number) and number > 0):
                 raise ConfigurationError(f"PostgreSQL {option} must be a positive number of seconds, not {number!r}")
         if not (isinstance(pool_min_size, int) and isinstance(pool_max_size, int) and pool_min_size >= 0):
@@ -130,6 +149,7 @@ class PostgreSQLTicketStore:
         self.pool_min_size = pool_min_size
         self.pool_max_size = pool_max_size
         self.pool_timeout = float(pool_timeout)
+        self.pool_reconnect_timeout = float(pool_reconnect_timeout)
         self._errors: tuple[type[Exception], ...] = (psycopg_mod.Error,)
         self._operational: type[Exception] = psycopg_mod.OperationalError
         # Failures that another connection would not cure: no second try.
@@ -187,7 +207,7 @@ class PostgreSQLTicketStore:
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in ("table", "schema"):
                 options[key] = value
-            elif key in ("statement_timeout", "pool_timeout"):
+            elif key in ("statement_timeout", "pool_timeout", "pool_reconnect_timeout"):
                 options[key] = _number(key, value, float)
             elif key in ("pool_min_size", "pool_max_size"):
                 options[key] = _number(key, value, int)
@@ -215,6 +235,7 @@ class PostgreSQLTicketStore:
                 min_size=self.pool_min_size,
                 max_size=self.pool_max_size,
                 timeout=self.pool_timeout,
+                reconnect_timeout=self.pool_reconnect_timeout,
                 configure=self._configure,
                 name="ciba-tickets",
                 open=False,
