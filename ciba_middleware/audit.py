@@ -21,6 +21,7 @@ import logging
 import logging.handlers
 import sys
 import time
+from collections.abc import Collection
 from typing import Any
 
 from .errors import ConfigurationError
@@ -29,23 +30,27 @@ from .metrics import outcome
 
 __all__ = ["AUDIT_LOGGER", "AuditLog", "audit_record", "route"]
 
-log = logging.getLogger(__name__)
-
+#: The module has no ``log`` of its own: its name is the audit logger's, and everything
+#: under that logger is an audit record.
 AUDIT_LOGGER = "ciba_middleware.audit"
-
-#: Longest service ID written as given; an unauthenticated caller picks the one in the URL.
-MAX_SERVICE_CHARS = 128
 
 _TARGET_ATTR = "ciba_audit_target"
 
 
-def audit_record(event: FailEvent, now: float | None = None) -> dict[str, Any]:
-    """The audit fields of one call, in a fixed order (``docs/observability.md``)."""
+def audit_record(event: FailEvent, now: float | None = None, services: Collection[str] | None = None) -> dict[str, Any]:
+    """The audit fields of one call, in a fixed order (``docs/observability.md``).
+
+    ``service`` is the service the call was for when the caller was authenticated for it,
+    or the call came from the app itself. For a refused call it is the service ID the
+    caller named only when that is one of ``services`` (the configured ones), else None:
+    a caller may put anything in the URL or the Basic user name, a token included.
+    """
     created = time.time() if now is None else now
-    service = event.service_id
-    if service is not None and len(service) > MAX_SERVICE_CHARS:
-        service = service[:MAX_SERVICE_CHARS] + "..."
     principal = event.principal
+    service = event.service_id
+    trusted = event.via == "in_process" or (principal is not None and principal.covers(service or ""))
+    if not trusted and (services is None or service not in services):
+        service = None
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z",
         "event": "ciba_fail",
@@ -79,20 +84,29 @@ class AuditLog:
     :param logger: where records go; ``ciba_middleware.audit`` by default.
     :param level: their level, INFO by default. The JSON is built only when the logger
         is enabled for it, so an audit log nobody routes costs one level check.
+    :param services: the configured service IDs, so a refused call's claimed service is
+        written when it is one of them (:func:`audit_record`).
     """
 
-    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        level: int = logging.INFO,
+        *,
+        services: Collection[str] | None = None,
+    ) -> None:
         self.logger = logger if logger is not None else logging.getLogger(AUDIT_LOGGER)
         self.level = level
+        self.services = frozenset(services) if services is not None else None
 
     def __call__(self, event: FailEvent) -> None:
         if not self.logger.isEnabledFor(self.level):
             return
-        record = audit_record(event)
+        record = audit_record(event, services=self.services)
         self.logger.log(self.level, "%s", json.dumps(record, separators=(",", ":")), extra={"audit": record})
 
 
-def route(target: str) -> AuditLog:
+def route(target: str, services: Collection[str] | None = None) -> AuditLog:
     """An :class:`AuditLog` whose records go to ``target``, for ``CIBA_AUDIT_LOG``.
 
     ``on``
@@ -112,7 +126,7 @@ def route(target: str) -> AuditLog:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     if target == "on":
-        return AuditLog(logger)
+        return AuditLog(logger, services=services)
     if target not in ("stdout", "stderr") and not target.startswith("/"):
         raise ConfigurationError(f"must be on, off, stdout, stderr or an absolute file path, not {target!r}")
     if not any(getattr(h, _TARGET_ATTR, None) == target for h in logger.handlers):
@@ -129,6 +143,5 @@ def route(target: str) -> AuditLog:
         handler.setFormatter(logging.Formatter("%(message)s"))
         setattr(handler, _TARGET_ATTR, target)
         logger.addHandler(handler)
-        log.info("audit log records go to %s", target)
     logger.propagate = False
-    return AuditLog(logger)
+    return AuditLog(logger, services=services)

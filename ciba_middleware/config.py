@@ -131,10 +131,11 @@ class Settings:
         MetricsMiddleware` inside the fail middleware, so the result is still a
         :class:`BackchannelFailMiddleware`.
         """
+        verifier = self.build_verifier()
         observers: list[Observer] = []
         if self.audit_log != "off":
             try:
-                observers.append(audit.route(self.audit_log))
+                observers.append(audit.route(self.audit_log, services=verifier.services))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
         if self.metrics_path:
@@ -150,7 +151,7 @@ class Settings:
         return BackchannelFailMiddleware(
             app,
             store=self.build_store(),
-            verifier=self.build_verifier(),
+            verifier=verifier,
             prefix=self.prefix,
             max_body_bytes=self.max_body_bytes,
             observers=observers,

@@ -1,0 +1,381 @@
+"""The audit log: one JSON line per fail call, routed by CIBA_AUDIT_LOG, never a secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+import webtest
+from conftest import (
+    API_SECRET,
+    GRANTS,
+    ORG_TOKEN,
+    OTHER_TOKEN,
+    SERVICE,
+    SERVICE_TOKEN,
+    LiveServer,
+    ciba_env,
+    free_port,
+)
+
+from ciba_middleware import (
+    BackchannelFailMiddleware,
+    ConfigurationError,
+    Reason,
+    Settings,
+    StaticTokenVerifier,
+    not_found_app,
+)
+from ciba_middleware.audit import AUDIT_LOGGER, AuditLog, route
+from ciba_middleware.stores import store_from_url
+from ciba_middleware.stores.base import new_ticket, ticket_hash
+
+V3 = f"/api/{SERVICE}/backchannel/authentication/fail"
+V2 = "/api/backchannel/authentication/fail"
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+FIELDS = [
+    "time",
+    "event",
+    "request_id",
+    "via",
+    "route",
+    "service",
+    "principal_kind",
+    "principal_id",
+    "reason",
+    "action",
+    "ticket_hash",
+    "deleted",
+    "outcome",
+    "client_addr",
+    "status",
+    "result_code",
+    "auth_failure",
+    "store_error",
+    "duration_ms",
+]
+
+
+@pytest.fixture(autouse=True)
+def audit_logger() -> Iterator[logging.Logger]:
+    """Give each test the audit logger as it found it: handlers, level, propagation."""
+    logger = logging.getLogger(AUDIT_LOGGER)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(key: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+
+
+def stable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without what changes from run to run (checked separately)."""
+    assert list(record) == FIELDS
+    assert TIME.fullmatch(record["time"]), record["time"]
+    assert isinstance(record["duration_ms"], float)
+    assert 0 <= record["duration_ms"] < 5000
+    return {k: v for k, v in record.items() if k not in ("time", "duration_ms")}
+
+
+def expected(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event": "ciba_fail",
+        "request_id": None,
+        "via": "http",
+        "route": "v3",
+        "service": SERVICE,
+        "principal_kind": None,
+        "principal_id": None,
+        "reason": None,
+        "action": None,
+        "ticket_hash": None,
+        "deleted": None,
+        "outcome": "no_ticket",
+        "client_addr": "127.0.0.1",
+        "status": 200,
+        "result_code": "A185001",
+        "auth_failure": None,
+        "store_error": False,
+    }
+    base.update(fields)
+    return base
+
+
+# -- over gunicorn, to a file and to stdout -------------------------------------------
+
+
+@pytest.mark.parametrize("target", [pytest.param("file", id="file"), pytest.param("stdout", id="stdout")])
+def test_one_json_line_per_call_over_gunicorn(
+    live_server: Callable[..., LiveServer], tmp_path: Path, target: str
+) -> None:
+    audit_file = tmp_path / "audit.jsonl"
+    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit_file) if target == "file" else "stdout")
+    server = live_server(env=env)
+    store = store_from_url(env["CIBA_STORE_URL"])
+    ticket, other = store.issue(SERVICE), store.issue(SERVICE)
+
+    def post(path: str, headers: dict[str, str], body: dict[str, str], request_id: str) -> int:
+        headers = {**headers, "X-Request-Id": request_id}
+        return requests.post(server.url + path, headers=headers, json=body, timeout=10).status_code
+
+    statuses = [
+        post(V3, bearer(SERVICE_TOKEN), {"ticket": ticket, "reason": "ACCESS_DENIED"}, "req-1"),
+        post(V3, bearer(ORG_TOKEN), {"ticket": ticket, "reason": "UNKNOWN_USER_ID", "errorDescription": "no"}, "req-2"),
+        post(V2, basic(SERVICE, API_SECRET), {"ticket": other}, "req-3"),
+        post(V3, bearer(OTHER_TOKEN), {"ticket": other}, "req-4"),
+        post("/api/attacker-chosen/backchannel/authentication/fail", bearer("guess"), {}, "req-5"),
+        post(V3, bearer(SERVICE_TOKEN), {"reason": "nope"}, "bad id with spaces"),
+    ]
+    assert statuses == [200, 200, 200, 403, 401, 400]
+
+    if target == "file":
+        lines = audit_file.read_text().splitlines()
+        assert "{" not in server.log()
+    else:
+        lines = [line for line in server.log().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    generated = records[5]["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert [stable(r) for r in records] == [
+        expected(
+            request_id="req-1",
+            principal_kind="service",
+            principal_id=SERVICE,
+            reason="ACCESS_DENIED",
+            action="FORBIDDEN",
+            ticket_hash=ticket_hash(ticket),
+            deleted=True,
+            outcome="deleted",
+        ),
+        expected(
+            request_id="req-2",
+            principal_kind="organization",
+            principal_id="acme",
+            reason="UNKNOWN_USER_ID",
+            action="BAD_REQUEST",
+            ticket_hash=ticket_hash(ticket),
+            deleted=False,
+            outcome="not_found",
+        ),
+        expected(
+            request_id="req-3",
+            route="v2",
+            principal_kind="api_key",
+            principal_id=SERVICE,
+            reason="SERVER_ERROR",
+            action="INTERNAL_SERVER_ERROR",
+            ticket_hash=ticket_hash(other),
+            deleted=True,
+            outcome="deleted",
+        ),
+        expected(
+            request_id="req-4",
+            outcome="rejected",
+            status=403,
+            result_code="A185212",
+            auth_failure="not_covered",
+        ),
+        expected(
+            request_id="req-5",
+            service=None,
+            outcome="rejected",
+            status=401,
+            result_code="A185211",
+            auth_failure="invalid",
+        ),
+        expected(
+            request_id=generated,
+            principal_kind="service",
+            principal_id=SERVICE,
+            action="INTERNAL_SERVER_ERROR",
+            outcome="rejected",
+            status=400,
+            result_code=records[5]["result_code"],
+        ),
+    ]
+    assert records[5]["result_code"].startswith("A1852")
+    for line in lines:
+        assert line.isascii()
+        for secret in (ticket, other, SERVICE_TOKEN, ORG_TOKEN, API_SECRET):
+            assert secret not in line
+
+
+# -- never a secret -------------------------------------------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_no_record_holds_a_token_secret_or_ticket(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = Settings.from_mapping(ciba_env(tmp_path)).build_middleware(not_found_app)
+    client = webtest.TestApp(app)
+    tickets = [app.store.issue(SERVICE) for _ in range(4)]
+    unknown = new_ticket()
+    secrets = [SERVICE_TOKEN, ORG_TOKEN, OTHER_TOKEN, API_SECRET, "api-secret-42", unknown, *tickets]
+    requests_made = [
+        (V3, bearer(SERVICE_TOKEN), json.dumps({"ticket": tickets[0], "reason": "ACCESS_DENIED"})),
+        (V3, {**bearer(ORG_TOKEN), **FORM}, urlencode({"ticket": tickets[1], "reason": "INVALID_TARGET"})),
+        (V2, basic(SERVICE, API_SECRET), json.dumps({"ticket": tickets[2]})),
+        (V2, basic(SERVICE, "api-secret-42"), json.dumps({"ticket": tickets[3]})),
+        (V3, bearer(OTHER_TOKEN), json.dumps({"ticket": unknown})),
+        (V3, bearer(SERVICE_TOKEN + "-wrong"), json.dumps({"ticket": tickets[3]})),
+        (V3, bearer(SERVICE_TOKEN), json.dumps({"ticket": unknown, "reason": SERVICE_TOKEN})),
+        (V3, bearer(SERVICE_TOKEN), json.dumps({"ticket": unknown, "errorDescription": "\n" + API_SECRET})),
+        (V3, {"Authorization": SERVICE_TOKEN}, "{}"),
+        (f"/api/{ORG_TOKEN}/backchannel/authentication/fail", bearer(ORG_TOKEN), "{}"),
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for path, headers, body in requests_made:
+            client.post(path, body, headers={"Content-Type": "application/json", **headers}, expect_errors=True)
+        app.fail(SERVICE, tickets[3], Reason.ACCESS_DENIED)
+        app.fail(SERVICE, unknown)
+
+    audit = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    assert len(audit) == len(requests_made) + 2
+    assert [json.loads(r.getMessage())["outcome"] for r in audit[-2:]] == ["deleted", "not_found"]
+    for record in caplog.records:
+        text = record.getMessage() + repr(vars(record))
+        for secret in secrets:
+            assert secret not in text, (record.name, secret)
+    for record in audit:
+        assert record.audit == json.loads(record.getMessage())  # type: ignore[attr-defined]
+        assert record.levelno == logging.INFO
+
+
+def test_in_process_record(caplog: pytest.LogCaptureFixture) -> None:
+    store = store_from_url("memory://")
+    app = BackchannelFailMiddleware(
+        not_found_app, store=store, verifier=StaticTokenVerifier(GRANTS), observers=[AuditLog()]
+    )
+    ticket = store.issue("7")
+    with caplog.at_level(logging.INFO, logger=AUDIT_LOGGER):
+        app.fail("7", ticket, "EXPIRED_LOGIN_HINT_TOKEN")
+    (record,) = caplog.records
+    assert stable(json.loads(record.getMessage())) == expected(
+        via="in_process",
+        route=None,
+        service="7",
+        reason="EXPIRED_LOGIN_HINT_TOKEN",
+        action="BAD_REQUEST",
+        ticket_hash=ticket_hash(ticket),
+        deleted=True,
+        outcome="deleted",
+        client_addr=None,
+    )
+
+
+def test_store_error_record(caplog: pytest.LogCaptureFixture) -> None:
+    # A Redis store on a port nobody listens on: a real, failing backend.
+    app = BackchannelFailMiddleware(
+        not_found_app,
+        store=store_from_url(f"redis://127.0.0.1:{free_port()}/0"),
+        verifier=StaticTokenVerifier(GRANTS),
+        observers=[AuditLog()],
+    )
+    ticket = new_ticket()
+    with caplog.at_level(logging.INFO, logger=AUDIT_LOGGER):
+        app.fail(SERVICE, ticket)
+    (record,) = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    assert stable(json.loads(record.getMessage())) == expected(
+        via="in_process",
+        route=None,
+        reason="SERVER_ERROR",
+        action="INTERNAL_SERVER_ERROR",
+        ticket_hash=ticket_hash(ticket),
+        outcome="store_error",
+        client_addr=None,
+        status=500,
+        result_code="A185101",
+        store_error=True,
+    )
+
+
+# -- routing and configuration --------------------------------------------------------
+
+
+def test_on_emits_to_logging_at_info(tmp_path: Path, caplog: pytest.LogCaptureFixture, audit_logger: Any) -> None:
+    audit_logger.setLevel(logging.NOTSET)
+    app = Settings.from_mapping(ciba_env(tmp_path)).build_middleware(not_found_app)
+    assert audit_logger.level == logging.INFO
+    assert audit_logger.propagate is True
+    app.fail(SERVICE)
+    assert [(r.name, r.levelname) for r in caplog.records] == [(AUDIT_LOGGER, "INFO")]
+
+
+def test_an_explicit_level_is_respected(tmp_path: Path, caplog: pytest.LogCaptureFixture, audit_logger: Any) -> None:
+    audit_logger.setLevel(logging.WARNING)
+    app = Settings.from_mapping(ciba_env(tmp_path)).build_middleware(not_found_app)
+    app.fail(SERVICE)
+    assert audit_logger.level == logging.WARNING
+    assert caplog.records == []
+
+
+def test_off_has_no_observer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_LOG="OFF")).build_middleware(not_found_app)
+    assert app.observers == ()
+    with caplog.at_level(logging.DEBUG):
+        app.fail(SERVICE)
+    assert caplog.records == []
+
+
+def test_one_handler_per_target_however_many_middlewares(tmp_path: Path, audit_logger: Any) -> None:
+    path = str(tmp_path / "audit.jsonl")
+    for _ in range(3):
+        route(path)
+        route("stderr")
+    assert sorted(type(h).__name__ for h in audit_logger.handlers) == ["StreamHandler", "WatchedFileHandler"]
+    assert audit_logger.propagate is False
+    AuditLog()(_event())
+    assert len(Path(path).read_text().splitlines()) == 1
+
+
+def _event() -> Any:
+    from ciba_middleware.events import FailEvent
+
+    return FailEvent(via="in_process", route=None, service_id="1", principal=None, status=200, result_code="A185001")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(
+            "yes",
+            "CIBA_AUDIT_LOG must be on, off, stdout, stderr or an absolute file path, not 'yes'",
+            id="unknown-word",
+        ),
+        pytest.param(
+            "audit.log",
+            "CIBA_AUDIT_LOG must be on, off, stdout, stderr or an absolute file path, not 'audit.log'",
+            id="relative-path",
+        ),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_LOG=value))
+    assert str(info.value) == message
+
+
+def test_unwritable_file_fails_at_start_up(tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "audit.jsonl"
+    settings = Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_LOG=str(target)))
+    with pytest.raises(ConfigurationError) as info:
+        settings.build_middleware(not_found_app)
+    assert str(info.value) == (f"CIBA_AUDIT_LOG: cannot open {str(target)!r} for appending: No such file or directory")
