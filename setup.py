@@ -4,6 +4,7 @@ Extras:
     redis     the Redis ticket store (redis-py)
     postgres  the PostgreSQL ticket store (psycopg 3 with its pool)
     flask     the Flask integration and the demo server in ``example_app``
+    demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
     metrics   Prometheus metrics (prometheus_client)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
@@ -15,6 +16,7 @@ EXTRAS = {
     "redis": ["redis>=5.0"],
     "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
     "flask": ["Flask>=3.0"],
+    "demo": ["Flask>=3.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
 }

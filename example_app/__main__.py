@@ -1,0 +1,88 @@
+"""``python -m example_app [--host H] [--port P]``: run the demo on Werkzeug's threaded server.
+
+Prints the URLs to try and, when none was configured, the development token generated for
+this run. Threads matter: with ``CIBA_DEMO_FAIL_VIA=http`` the server calls itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+from ciba_middleware import ConfigurationError
+from ciba_middleware.flask import CibaMiddleware
+
+from .app import EXTENSION_KEY, DemoState, create_app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m example_app", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be 1-65535, not {args.port}")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = f"http://{_url_host(args.host)}:{args.port}"
+    try:
+        app = create_app(own_url=url)
+    except ConfigurationError as exc:
+        print(f"example_app: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(banner(app, url), flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+def banner(app: object, url: str) -> str:
+    """The start-up text: where everything is, and the generated token when there is one."""
+    from flask import Flask
+
+    assert isinstance(app, Flask)
+    demo: DemoState = app.extensions[EXTENSION_KEY]
+    ciba = CibaMiddleware.state(app)
+    fail_api = f"{url}{ciba.settings.prefix}/api/{ciba.service_id}/backchannel/authentication/fail"
+    endpoint = f"{url}/backchannel/authentication"
+    lines = [
+        "example_app: a demo CIBA authorization server (ciba-middleware)",
+        f"  demo clients, users, hint tokens  GET  {url}/",
+        f"  backchannel authentication        POST {endpoint}",
+        f"  fail API (Authlete API v3)        POST {fail_api}",
+        f"  ticket store                      {ciba.settings.store_url.split('?', 1)[0]}",
+        f"  requests are failed               {demo.fail_via.replace('_', ' ')}",
+    ]
+    if demo.generated_token is not None:
+        lines += [
+            "",
+            f"Development token for service {ciba.service_id}, generated for this run",
+            "(set CIBA_TOKENS to use your own):",
+            f"  {demo.generated_token}",
+        ]
+    token = demo.generated_token or "$TOKEN"
+    lines += [
+        "",
+        "Try:",
+        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=alice {endpoint}",
+        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=nobody {endpoint}",
+        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=carol {endpoint}",
+        f"  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} -d reason=ACCESS_DENIED {fail_api}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _url_host(host: str) -> str:
+    """The host to put in URLs: a wildcard address becomes the loopback one."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 (compared, not bound)
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""``example_app.wsgi:app``: the demo for gunicorn, configured from the environment.
+
+    CIBA_TOKENS='[...]' CIBA_DEMO_HINT_KEY=... gunicorn --threads 4 example_app.wsgi:app
+
+With several processes set ``CIBA_TOKENS`` and ``CIBA_DEMO_HINT_KEY``: what the demo
+generates when they are missing differs from one process to the next.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .app import create_app
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+app = create_app()
