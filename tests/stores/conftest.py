@@ -75,12 +75,17 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_port(self.port, up=True)
+        try:
+            _wait_port(self.port, up=True)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """Die as in a crash: SIGKILL, connections reset, nothing saved."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
             self.process.wait(5)
         _wait_port(self.port, up=False)
 
@@ -162,7 +167,9 @@ def redis_cluster() -> Iterator[PrivateRedis]:
     """A one-node Redis Cluster holding every slot: enough to run the store in cluster mode."""
     import redis
 
-    server = PrivateRedis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    # The bus port is set: by default it is the port + 10000, which may not exist.
+    bus = ("--cluster-port", str(free_port()))
+    server = PrivateRedis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *bus)
     client = redis.Redis(port=server.port)
     client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
     deadline = time.monotonic() + 10

@@ -1,0 +1,274 @@
+"""What only the networked stores have: their URLs and options, their extras, how they lay
+out their data, and riding over a server restart."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import unique_name
+
+from ciba_middleware.errors import ConfigurationError, StoreError
+from ciba_middleware.stores import TicketStore, store_from_url
+
+from . import _race
+from .conftest import PrivatePostgres, PrivateRedis, drop_postgres_table
+
+OpenStore = Callable[..., TicketStore]
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param(
+            "redis://127.0.0.1:6379/15?key_prefx=a", "unknown Redis store option 'key_prefx'", id="redis-typo"
+        ),
+        pytest.param(
+            "redis://127.0.0.1?socket_timeout=0", "Redis socket_timeout must be positive", id="redis-timeout-0"
+        ),
+        pytest.param(
+            "redis://127.0.0.1?socket_connect_timeout=soon",
+            "Redis socket_connect_timeout must be a number of seconds, not 'soon'",
+            id="redis-timeout-word",
+        ),
+        pytest.param("redis://127.0.0.1?retries=-1", "Redis retries must not be negative", id="redis-retries"),
+        pytest.param(
+            "redis://127.0.0.1?db=x", "bad Redis URL redis://127.0.0.1?db=x: Invalid value for 'db'", id="redis-db"
+        ),
+        pytest.param(
+            "redis://u:hunter2@127.0.0.1?db=x", "bad Redis URL redis://u:***@127.0.0.1?db=x", id="redis-password-hidden"
+        ),
+        pytest.param("redis+cluster://127.0.0.1:7000/3", "Redis Cluster has only database 0", id="cluster-db"),
+        pytest.param("postgresql://127.0.0.1/test?tabel=t", 'invalid URI query parameter: "tabel"', id="pg-typo"),
+        pytest.param(
+            "postgresql://127.0.0.1/test?table=a-b", "PostgreSQL table must be an SQL identifier", id="pg-table"
+        ),
+        pytest.param(
+            "postgresql://127.0.0.1/test?schema=x;drop", "PostgreSQL schema must be an SQL identifier", id="pg-schema"
+        ),
+        pytest.param("postgresql://127.0.0.1/test?table=" + "t" * 51, "at most 50 characters", id="pg-table-long"),
+        pytest.param(
+            "postgresql://127.0.0.1/test?pool_timeout=0", "PostgreSQL pool_timeout must be a positive", id="pg-timeout"
+        ),
+        pytest.param(
+            "postgresql://127.0.0.1/test?statement_timeout=x",
+            "PostgreSQL statement_timeout must be a number",
+            id="pg-st",
+        ),
+        pytest.param(
+            "postgresql://127.0.0.1/test?pool_min_size=5&pool_max_size=2",
+            "pool_max_size (2) must be at least 1 and at least pool_min_size",
+            id="pg-pool-sizes",
+        ),
+    ],
+)
+def test_bad_urls_fail_when_the_store_is_built(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        store_from_url(url)
+    assert message in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        pytest.param("redis://127.0.0.1", "redis", "redis", id="redis"),
+        pytest.param("redis+unix:///run/redis.sock", "redis", "redis", id="redis+unix"),
+        pytest.param("postgresql://127.0.0.1/test", "psycopg", "postgres", id="psycopg"),
+        pytest.param("postgres://127.0.0.1/test", "psycopg_pool", "postgres", id="psycopg_pool"),
+    ],
+)
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(ConfigurationError, match=rf'pip install "ciba-middleware\[{extra}\]"'):
+        store_from_url(url)
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+def test_redis_keeps_one_key_per_ticket_with_native_expiry(redis_url: str, open_store: OpenStore) -> None:
+    import redis
+
+    prefix = unique_name() + ":"
+    store = open_store(f"{redis_url}?key_prefix={prefix}")
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        ticket = store.issue("a:b", ttl=30)
+        assert raw.get(prefix + ticket) == b"a:b"
+        assert 29_000 < raw.pttl(prefix + ticket) <= 30_000
+        assert store.delete("a:b", ticket) is True
+        assert raw.exists(prefix + ticket) == 0
+    finally:
+        raw.close()
+
+
+def test_redis_delete_is_one_script_call(redis_url: str, open_store: OpenStore) -> None:
+    import redis
+
+    prefix = unique_name() + ":"
+    store = open_store(f"{redis_url}?key_prefix={prefix}")
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        tickets = [store.issue("42", ttl=30) for _ in range(3)]
+        store.delete("42", tickets[0])  # loads the script if the server did not have it yet
+
+        def calls() -> dict[str, int]:
+            stats = raw.info("commandstats")
+            return {
+                name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval", "get", "del")
+            }
+
+        before = calls()
+        assert store.delete("42", tickets[1]) is True
+        assert store.delete("43", tickets[2]) is False
+        after = calls()
+        # Only EVALSHA reaches the server; GET and DEL run inside the script, and
+        # commandstats counts them too, once each per call that found the key.
+        assert after["evalsha"] - before["evalsha"] == 2
+        assert after["eval"] == before["eval"]
+    finally:
+        raw.close()
+
+
+def test_redis_cluster_is_built_from_its_url(redis_cluster: PrivateRedis, open_store: OpenStore) -> None:
+    from redis.cluster import RedisCluster
+
+    store = open_store(f"redis+cluster://127.0.0.1:{redis_cluster.port}?key_prefix={unique_name()}:")
+    assert isinstance(store.client, RedisCluster)  # type: ignore[attr-defined]
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def test_postgres_creates_its_schema_and_table(postgres_url: str, open_store: OpenStore) -> None:
+    import psycopg
+
+    schema, table = unique_name(), unique_name()
+    try:
+        store = open_store(f"{postgres_url}?schema={schema}&table={table}")
+        ticket = store.issue("42", ttl=30)
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                f'SELECT service, expires_at - now() FROM "{schema}"."{table}" WHERE ticket = %s', (ticket,)
+            ).fetchone()
+        assert row is not None
+        assert row[0] == "42"
+        assert 29 < row[1].total_seconds() <= 30
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_postgres_schema_creation_is_safe_when_processes_start_at_once(postgres_url: str) -> None:
+    import psycopg
+
+    schema, table = unique_name(), unique_name()
+    processes = 4
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    results = context.Queue()
+    url = f"{postgres_url}?schema={schema}&table={table}"
+    workers = [context.Process(target=_race.open_store, args=(url, barrier, results)) for _ in range(processes)]
+    try:
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=60) for _ in range(processes)]
+        for worker in workers:
+            worker.join(30)
+        assert outcomes == ["ok"] * processes
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_postgres_works_without_create_rights_on_an_existing_table(postgres_url: str, open_store: OpenStore) -> None:
+    import psycopg
+
+    table, role = unique_name(), unique_name()
+    open_store(f"{postgres_url}?table={table}").close()  # created by the owner
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT SELECT, INSERT, DELETE ON "{table}" TO "{role}"')
+        conn.execute(f'REVOKE CREATE ON SCHEMA public FROM "{role}"')
+    try:
+        store = open_store(postgres_url.replace("//postgres@", f"//{role}@") + f"?table={table}")
+        ticket = store.issue("42", ttl=30)
+        assert store.delete("42", ticket) is True
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_postgres_sweeps_expired_rows(postgres_url: str, open_store: OpenStore) -> None:
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}")
+        expired = [store.issue("42", ttl=0.1) for _ in range(3)]
+        kept = store.issue("42", ttl=30)
+        time.sleep(0.2)
+        assert store.sweep() == 3  # type: ignore[attr-defined]
+        assert store.sweep() == 0  # type: ignore[attr-defined]
+        assert not any(store.exists("42", ticket) for ticket in expired)
+        assert store.exists("42", kept)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
+# -- a server restart -------------------------------------------------------------------------
+
+
+def _down_and_up(kind: str, request: pytest.FixtureRequest) -> tuple[Any, str]:
+    if kind == "redis":
+        redis_server: PrivateRedis = request.getfixturevalue("private_redis")
+        return redis_server, f"{redis_server.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
+    pg_server: PrivatePostgres = request.getfixturevalue("private_postgres")
+    return pg_server, f"{pg_server.url}?table={unique_name()}&pool_timeout=0.5"
+
+
+# Seconds from the server's return to the first call that works. Redis: the next call.
+# PostgreSQL: when the pool's next reconnection attempt falls due; with the default
+# pool_reconnect_timeout of 10 s its pauses never exceed 4 s.
+RECOVERY = {"redis": 0.5, "postgresql": 6.0}
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_the_store_fails_fast_while_down_and_reconnects_by_itself(
+    kind: str, request: pytest.FixtureRequest, open_store: OpenStore
+) -> None:
+    server, url = _down_and_up(kind, request)
+    store = open_store(url)
+    before = store.issue("42", ttl=60)
+
+    server.kill()
+    for call in (lambda: store.delete("42", before), lambda: store.issue("42"), store.ping):
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            call()
+        assert time.monotonic() - started < 1.5
+
+    server.start()
+    back = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            after = store.issue("42", ttl=60)
+            break
+        except StoreError:
+            assert time.monotonic() - back < RECOVERY[kind]
+            time.sleep(0.1)
+    if kind == "redis":
+        # The dead connection is replaced within the call (one retry on a fresh one).
+        assert tries == 1
+    assert store.delete("42", after) is True
+    # PostgreSQL kept the table on disk; this Redis runs without persistence.
+    assert store.delete("42", before) is (kind == "postgresql")
