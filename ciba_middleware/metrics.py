@@ -138,6 +138,8 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._calls: dict[tuple[str, str, str, str], Any] = {}
+        self._duration = {via: self.duration.labels(via) for via in ("http", "in_process")}
 
     def __call__(self, event: FailEvent) -> None:
         """Count one call (the observer interface of the middleware)."""
@@ -146,17 +148,23 @@ class Metrics:
             service = event.service_id or ""
         else:
             service = ""
-        self.calls.labels(
+        key = (
             service,
             event.reason.value if event.reason is not None else "",
             event.action.value if event.action is not None else "",
             outcome(event),
-        ).inc()
+        )
+        # labels() takes a lock and checks its arguments on every call: keep the children.
+        # They are as many as the series, which the labels above keep bounded.
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(*key)
+        child.inc()
         if event.auth_failure is not None:
             self.auth_failures.labels(event.auth_failure).inc()
         if event.store_error:
             self.store_errors.inc()
-        self.duration.labels(event.via).observe(event.duration)
+        self._duration[event.via].observe(event.duration)
 
     def exposition_registry(self) -> Any:
         """What a scrape reads: this registry, or in multi-process mode every worker's files."""
