@@ -31,6 +31,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -208,7 +209,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: store {mask_url(settings.store_url)} reachable, {_plural(len(settings.grants), 'grant')} "
         f"covering {_plural(services, 'service')}, prefix {settings.prefix!r}, "
-        f"max body {settings.max_body_bytes} bytes, ticket TTL {settings.ticket_ttl:g} s"
+        f"max body {settings.max_body_bytes} bytes, ticket TTL {settings.ticket_ttl:g} s, "
+        f"audit log {settings.audit_log}, metrics {settings.metrics_path or 'off'}"
     )
     return EXIT_OK
 
@@ -236,8 +238,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         middleware.store.close()
 
-    options = {
-        "bind": [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"],
+    bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+    _check_listen(args.host, args.port, bind)
+    options: dict[str, Any] = {
+        "bind": [bind],
         "workers": args.workers,
         "errorlog": "-",
         "loglevel": args.log_level,
@@ -245,6 +249,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "graceful_timeout": args.graceful_timeout,
         "worker_exit": _close_worker_store,
     }
+    if settings.metrics_path:
+        from .metrics import child_exit
+
+        options["child_exit"] = child_exit
 
     class Server(BaseApplication):  # type: ignore[misc]
         """gunicorn running the middleware built from ``settings`` around ``app``."""
@@ -262,7 +270,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     log.info(
         "fail API at %s%s/api/{serviceId}/backchannel/authentication/fail (store %s, %s)",
-        f"http://{options['bind'][0]}",
+        f"http://{bind}",
         settings.prefix,
         mask_url(settings.store_url),
         f"around {args.app}" if args.app else "other paths answer 404",
@@ -335,6 +343,25 @@ def _import_app(spec: str) -> WSGIApplication:
     return app
 
 
+def _check_listen(host: str, port: int, bind: str) -> None:
+    """Fail with one line now if ``host:port`` cannot be listened on.
+
+    gunicorn would log the error five times over five seconds before giving up; a port
+    taken between this check and gunicorn's bind still gets gunicorn's own report.
+    """
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {bind}: {exc.strerror or exc}", EXIT_CONFIG) from None
+
+
 def _close_worker_store(server: object, worker: Any) -> None:
     """gunicorn ``worker_exit`` hook: release the worker's store connections."""
     store = getattr(getattr(worker, "wsgi", None), "store", None)
@@ -400,10 +427,13 @@ configuration comes from the environment, as for from_env():
   CIBA_PATH_PREFIX     path in front of /api (default empty)
   CIBA_MAX_BODY_BYTES  largest request body (default 16384)
   CIBA_TICKET_TTL      seconds a new ticket lives (default 600)
+  CIBA_AUDIT_LOG       on, off, stdout, stderr or an absolute file path (default on)
+  CIBA_METRICS_PATH    serve Prometheus metrics there (with CIBA_METRICS_TOKEN_SHA256)
 """
 
 _EXIT_HELP = """\
-exit codes: 0 done, 2 bad arguments or configuration, 3 ticket store failed or unreachable
+exit codes: 0 done, 2 bad arguments or configuration, 3 ticket store failed or unreachable,
+  4 unexpected error
 """
 
 
@@ -413,7 +443,10 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Authlete's CIBA /backchannel/authentication/fail API as WSGI middleware: "
         "serve it, make tokens and tickets, check the configuration.",
-        epilog=_ENV_HELP + "\n" + _EXIT_HELP + "\nsee 'ciba-middleware COMMAND --help' and docs/cli.md",
+        epilog=_ENV_HELP
+        + "\nexit codes: 0 done, 1 no such ticket (ticket show/delete), 2 bad arguments or configuration,\n"
+        + "  3 ticket store failed or unreachable, 4 unexpected error\n"
+        + "\nsee 'ciba-middleware COMMAND --help' and docs/cli.md",
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -500,7 +533,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     issue.set_defaults(command=_cmd_ticket_issue)
     lookup_exit = (
-        "exit codes: 0 the ticket existed, 1 no such ticket, 2 bad arguments or configuration, 3 store failed\n"
+        "exit codes: 0 the ticket existed, 1 no such ticket, 2 bad arguments or configuration,\n"
+        "  3 ticket store failed or unreachable, 4 unexpected error\n"
     )
     for name, verb, handler in (
         ("show", "whether a ticket exists", _cmd_ticket_show),

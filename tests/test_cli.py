@@ -388,7 +388,8 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
     [
         pytest.param(
             {},
-            "5 grants covering 3 services, prefix '', max body 16384 bytes, ticket TTL 600 s",
+            "5 grants covering 3 services, prefix '', max body 16384 bytes, ticket TTL 600 s, audit log on, "
+            "metrics off",
             id="defaults",
         ),
         pytest.param(
@@ -397,8 +398,12 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
                 "CIBA_MAX_BODY_BYTES": "2048",
                 "CIBA_TICKET_TTL": "90",
                 "CIBA_TOKENS": json.dumps(GRANTS[:1]),
+                "CIBA_AUDIT_LOG": "stderr",
+                "CIBA_METRICS_PATH": "/metrics",
+                "CIBA_METRICS_TOKEN_SHA256": "0" * 64,
             },
-            "1 grant covering 1 service, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s",
+            "1 grant covering 1 service, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s, "
+            "audit log stderr, metrics /metrics",
             id="set",
         ),
     ],
@@ -424,7 +429,7 @@ def test_check_masks_the_store_password(tmp_path: Path, postgres_url: str) -> No
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
         f"ok: store {masked} reachable, 5 grants covering 3 services, prefix '', max body 16384 bytes, "
-        "ticket TTL 600 s\n"
+        "ticket TTL 600 s, audit log on, metrics off\n"
     )
 
 
@@ -526,6 +531,9 @@ class Serve:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait; SIGTERM, as SIGKILL would orphan the workers."""
+        if hasattr(self, "stderr"):
+            return self.process.returncode
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
@@ -547,7 +555,7 @@ def serve() -> Iterator[type[Serve]]:
 
     yield Tracked
     for server in started:
-        server.stop(signal.SIGKILL)
+        server.stop()
 
 
 def test_serve_answers_the_fail_api(tmp_path: Path, serve: type[Serve]) -> None:
@@ -648,10 +656,17 @@ def test_serve_stops_cleanly(tmp_path: Path, serve: type[Serve], sig: signal.Sig
             id="memory-several-workers",
         ),
         pytest.param(
+            ["--host", "no-such-host.invalid"],
+            {},
+            2,
+            f"{PROG}: error: cannot listen on no-such-host.invalid:{{port}}: ",
+            id="unknown-host",
+        ),
+        pytest.param(
             [],
-            {"CIBA_STORE_URL": "redis://127.0.0.1:{port}/15"},
+            {"CIBA_STORE_URL": "redis://127.0.0.1:{store_port}/15"},
             3,
-            f"{PROG}: error: store redis://127.0.0.1:{{port}}/15 unreachable: redis: ",
+            f"{PROG}: error: store redis://127.0.0.1:{{store_port}}/15 unreachable: redis: ",
             id="store-unreachable",
         ),
     ],
@@ -659,10 +674,10 @@ def test_serve_stops_cleanly(tmp_path: Path, serve: type[Serve], sig: signal.Sig
 def test_serve_refuses_a_bad_configuration(
     tmp_path: Path, args: list[str], env: dict[str, str], code: int, stderr: str
 ) -> None:
-    port = free_port()
-    env = {k: v.format(port=port) for k, v in env.items()}
+    port, store_port = free_port(), free_port()
+    env = {k: v.format(store_port=store_port) for k, v in env.items()}
     result = subprocess.run(
-        [str(SCRIPT), "serve", "--port", str(free_port()), *args],
+        [str(SCRIPT), "serve", "--port", str(port), *args],
         env=clean_env(ciba_env(tmp_path, **env)),
         capture_output=True,
         text=True,
@@ -670,6 +685,16 @@ def test_serve_refuses_a_bad_configuration(
         check=False,
     )
     assert (result.returncode, result.stdout) == (code, "")
-    assert result.stderr.startswith(stderr.format(port=port))
+    assert result.stderr.startswith(stderr.format(port=port, store_port=store_port))
     assert result.stderr.count("\n") == 1
     assert "Starting gunicorn" not in result.stderr
+
+
+def test_serve_port_in_use(tmp_path: Path, serve: type[Serve]) -> None:
+    """One line at once, instead of gunicorn's five retries over five seconds."""
+    first = serve(ciba_env(tmp_path))
+    started = time.monotonic()
+    result = cli("serve", "--port", str(first.port), env=ciba_env(tmp_path))
+    assert time.monotonic() - started < 5
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{PROG}: error: cannot listen on 127.0.0.1:{first.port}: Address already in use\n"
