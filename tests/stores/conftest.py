@@ -263,3 +263,19 @@ def open_store() -> Iterator[Callable[..., TicketStore]]:
     yield build
     for store in opened:
         store.close()
+
+
+def down_and_up(kind: str, request: pytest.FixtureRequest) -> tuple[PrivateRedis | PrivatePostgres, str]:
+    """A private server of ``kind`` that the test may kill and restart, and a store URL for
+    it with short timeouts, so that calls fail fast while it is down."""
+    if kind == "redis":
+        redis_server: PrivateRedis = request.getfixturevalue("private_redis")
+        return redis_server, f"{redis_server.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
+    pg_server: PrivatePostgres = request.getfixturevalue("private_postgres")
+    return pg_server, f"{pg_server.url}?table={unique_name()}&pool_timeout=0.5"
+
+
+#: Seconds from a server's return to the first call that works. Redis: the next call (one
+#: retry on a fresh connection). PostgreSQL: when the pool's next reconnection attempt
+#: falls due; with the default pool_reconnect_timeout of 10 s its pauses stay under 4 s.
+RECOVERY = {"redis": 0.5, "postgresql": 6.0}
