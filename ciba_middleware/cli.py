@@ -81,16 +81,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _OneLine(logging.Formatter):
+    """``ciba-middleware: warning: message``, like the command's own error lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {' '.join(record.getMessage().splitlines())}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "warning").upper(),
-        format=_LOG_FORMAT,
-        datefmt=_LOG_DATEFMT,
-        stream=sys.stderr,
-    )
+    _setup_logging(args)
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
@@ -108,6 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)")
         return EXIT_UNEXPECTED
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Logs to stderr: a server's log for ``serve``; for one-shot commands, only this
+    package's warnings, one line each, so a failure reads as a line or two, not as a
+    backend library's retries."""
+    if args.command is _cmd_serve:
+        logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, datefmt=_LOG_DATEFMT, stream=sys.stderr)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    handler.addFilter(logging.Filter("ciba_middleware"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def mask_url(url: str) -> str:
@@ -321,11 +336,15 @@ def _ping(settings: Settings, store: TicketStore) -> None:
 
 
 def _scrub(text: str, url: str) -> str:
-    """``text`` without the password of ``url``, in case a backend's message quotes it."""
-    password = urlsplit(url).password
-    if password:
-        for form in {password, unquote(password)}:
-            text = text.replace(form, "***")
+    """``text`` without the passwords of ``url``, in case a backend's message quotes one."""
+    parts = urlsplit(url)
+    found = [m.group(3) for m in _SECRET_QUERY.finditer(parts.query)]
+    if parts.password:
+        found.append(parts.password)
+    for secret in found:
+        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
+            if form:
+                text = text.replace(form, "***")
     return text
 
 

@@ -698,3 +698,12 @@ def test_serve_port_in_use(tmp_path: Path, serve: type[Serve]) -> None:
     assert time.monotonic() - started < 5
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"{PROG}: error: cannot listen on 127.0.0.1:{first.port}: Address already in use\n"
+
+
+def test_check_warnings_are_one_line_each(tmp_path: Path) -> None:
+    result = cli("check", env=ciba_env(tmp_path, CIBA_TOKENS=json.dumps([{"service": "1", "token": "dev-only"}])))
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"ok: store sqlite:///{tmp_path / 'tickets.sqlite3'} reachable, 1 grant covering")
+    assert result.stderr == (
+        f"{PROG}: warning: grant for 1 has a clear-text 'token'; use 'token_sha256' (the SHA-256) outside development\n"
+    )
