@@ -1,0 +1,264 @@
+"""The demo server under gunicorn, and ways to look into it from outside: its store and audit log.
+
+(Not a conftest.py: a second module named ``conftest`` would shadow tests/conftest.py.)
+
+Each server gets an SQLite file and an audit log file of its own, so a test can check that
+a rejected request's ticket was issued, failed through the fail API and deleted (the audit
+line says so, and the store holds no more tickets than before), and that a request the
+endpoint answers itself never reached the fail API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import GRANTS, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+
+from example_app import hints
+
+HINT_KEY = "test-hint-key"
+ENDPOINT = "/backchannel/authentication"
+DEMO = ("demo-client", "demo-secret")
+
+
+def hint(claims: dict[str, Any]) -> str:
+    """A login_hint_token or id_token_hint the demo accepts (signed with the tests' key)."""
+    return hints.mint(claims, HINT_KEY.encode())
+
+
+@dataclass
+class Demo:
+    """A running demo server and the files it writes."""
+
+    server: LiveServer
+    url: str
+    db: Path
+    audit: Path
+    _seen: int = field(default=0)
+
+    def post(self, form: Any, auth: tuple[str, str] | None = DEMO, **kw: Any) -> requests.Response:
+        return requests.post(self.url + ENDPOINT, data=form, auth=auth, timeout=10, **kw)
+
+    def tickets(self) -> int:
+        """Live and expired tickets in the store, all services."""
+        with sqlite3.connect(self.db) as db:
+            (count,) = db.execute("SELECT count(*) FROM ciba_tickets").fetchone()
+        return int(count)
+
+    def new_audit(self) -> list[dict[str, Any]]:
+        """Audit records written since the last call."""
+        lines = self.audit.read_text().splitlines() if self.audit.exists() else []
+        new, self._seen = lines[self._seen :], len(lines)
+        return [json.loads(line) for line in new]
+
+
+def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, **env: str) -> Demo:
+    db, audit = tmp / "tickets.sqlite3", tmp / "audit.jsonl"
+    base = {
+        "CIBA_STORE_URL": f"sqlite:///{db}",
+        # The Flask way: from_prefixed_env json-loads the list of grants.
+        "FLASK_CIBA_TOKENS": json.dumps(GRANTS),
+        "CIBA_SERVICE_ID": SERVICE,
+        "CIBA_DEMO_HINT_KEY": HINT_KEY,
+        "CIBA_AUDIT_LOG": str(audit),
+    }
+    extra: tuple[str, ...] = ()
+    if via_http:
+        # The app calls itself: a second address whose port is known before start-up
+        # gives it its own URL, and threads keep the call from waiting on itself.
+        port = free_port()
+        base |= {
+            "CIBA_DEMO_FAIL_VIA": "http",
+            "CIBA_DEMO_API_BASE_URL": f"http://127.0.0.1:{port}",
+            "CIBA_DEMO_ACCESS_TOKEN": SERVICE_TOKEN,
+        }
+        extra = ("--bind", f"127.0.0.1:{port}", "--threads", "4")
+    server = LiveServer("example_app.wsgi:app", {**base, **env}, workers=workers, extra=extra)
+    demo = Demo(server, server.url, db, audit)
+    demo.new_audit()
+    return demo
+
+
+CLIENT_HEADERS = {
+    "Content-Type": "application/json;charset=UTF-8",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+NOW = int(time.time())
+
+#: (form, auth, status, error, error_description) of each rejection by a rule of the server.
+FAILED = [
+    pytest.param(
+        {"scope": "openid", "login_hint": "nobody"},
+        None,
+        400,
+        "unknown_user_id",
+        "No user matches the hint.",
+        id="UNKNOWN_USER_ID-login_hint",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint_token": hint({"sub": "nobody", "exp": NOW + 600})},
+        None,
+        400,
+        "unknown_user_id",
+        "No user matches the hint.",
+        id="UNKNOWN_USER_ID-login_hint_token",
+    ),
+    pytest.param(
+        {"scope": "openid", "id_token_hint": hint({"sub": "nobody", "aud": "demo-client"})},
+        None,
+        400,
+        "unknown_user_id",
+        "No user matches the hint.",
+        id="UNKNOWN_USER_ID-id_token_hint",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "carol"},
+        None,
+        403,
+        "access_denied",
+        "The user does not allow this client to ask for authentication.",
+        id="ACCESS_DENIED-blocked-client",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "binding_message": "x" * 33},
+        None,
+        400,
+        "invalid_binding_message",
+        "The binding_message must be 1 to 32 letters, digits, spaces or any of - . , : ! ? # + / _.",
+        id="INVALID_BINDING_MESSAGE-too-long",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "binding_message": 'Pay "20" EUR'},
+        None,
+        400,
+        "invalid_binding_message",
+        "The binding_message must be 1 to 32 letters, digits, spaces or any of - . , : ! ? # + / _.",
+        id="INVALID_BINDING_MESSAGE-forbidden-character",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "binding_message": "Zahlung 20 €"},
+        None,
+        400,
+        "invalid_binding_message",
+        "The binding_message must be 1 to 32 letters, digits, spaces or any of - . , : ! ? # + / _.",
+        id="INVALID_BINDING_MESSAGE-non-ascii",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "bob"},
+        None,
+        400,
+        "missing_user_code",
+        "This user requires a user code.",
+        id="MISSING_USER_CODE",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "bob", "user_code": "1234"},
+        None,
+        400,
+        "invalid_user_code",
+        "The user code is wrong.",
+        id="INVALID_USER_CODE",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint_token": hint({"sub": "alice", "exp": NOW - 1})},
+        None,
+        400,
+        "expired_login_hint_token",
+        "The login_hint_token has expired.",
+        id="EXPIRED_LOGIN_HINT_TOKEN",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice"},
+        ("web-client", "web-secret"),
+        400,
+        "unauthorized_client",
+        "The client is not registered for CIBA.",
+        id="UNAUTHORIZED_CLIENT",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "resource": "https://evil.example/"},
+        None,
+        400,
+        "invalid_target",
+        "A resource is unknown or not an absolute URI.",
+        id="INVALID_TARGET-unknown",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "resource": ["https://api.example.com/payments", "/accounts"]},
+        None,
+        400,
+        "invalid_target",
+        "A resource is unknown or not an absolute URI.",
+        id="INVALID_TARGET-one-of-two-relative",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "resource": "https://api.example.com/payments#x"},
+        None,
+        400,
+        "invalid_target",
+        "A resource is unknown or not an absolute URI.",
+        id="INVALID_TARGET-fragment",
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "dave"},
+        None,
+        500,
+        "server_error",
+        "The authorization server failed; try again later.",
+        id="SERVER_ERROR-device-unreachable",
+    ),
+]
+
+REASON_OF = {
+    "unknown_user_id": "UNKNOWN_USER_ID",
+    "access_denied": "ACCESS_DENIED",
+    "invalid_binding_message": "INVALID_BINDING_MESSAGE",
+    "missing_user_code": "MISSING_USER_CODE",
+    "invalid_user_code": "INVALID_USER_CODE",
+    "expired_login_hint_token": "EXPIRED_LOGIN_HINT_TOKEN",
+    "unauthorized_client": "UNAUTHORIZED_CLIENT",
+    "invalid_target": "INVALID_TARGET",
+    "server_error": "SERVER_ERROR",
+}
+
+
+def headers_of(response: requests.Response) -> dict[str, str]:
+    return {k: response.headers.get(k, "") for k in CLIENT_HEADERS}
+
+
+def check_failed_through_the_api(
+    demo: Demo,
+    form: dict[str, Any],
+    auth: tuple[str, str] | None,
+    status: int,
+    error: str,
+    description: str,
+    *,
+    via: str = "in_process",
+) -> None:
+    before = demo.tickets()
+    response = demo.post(form, **({"auth": auth} if auth else {}))
+    assert (response.status_code, headers_of(response), response.json()) == (
+        status,
+        CLIENT_HEADERS,
+        {"error": error, "error_description": description},
+    )
+    (record,) = demo.new_audit()
+    assert (record["via"], record["service"], record["reason"], record["deleted"], record["status"]) == (
+        via,
+        SERVICE,
+        REASON_OF[error],
+        True,
+        200,
+    )
+    assert re.fullmatch(r"[0-9a-f]{12}", record["ticket_hash"])
+    assert demo.tickets() == before
