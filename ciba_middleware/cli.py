@@ -246,7 +246,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     # Build everything once here, in the master, so a bad configuration or an unreachable
     # store stops the command with one line before any worker starts; each worker then
-    # builds its own middleware (its own store connections) from the same settings.
+    # builds its own middleware (its own store connections).
     middleware = _scrubbed(settings, lambda: settings.build_middleware(app))
     try:
         _ping(settings, middleware.store)
@@ -281,7 +281,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> BackchannelFailMiddleware:
-            return settings.build_middleware(app)
+            # Read again in each worker, so the workers a SIGHUP starts see a changed
+            # CIBA_TOKENS_FILE, as under plain gunicorn.
+            return Settings.from_mapping(os.environ).build_middleware(app)
 
     log.info(
         "fail API at %s%s/api/{serviceId}/backchannel/authentication/fail (store %s, %s)",

@@ -22,7 +22,7 @@ import pytest
 import requests
 from conftest import GRANTS, OTHER_SERVICE, SERVICE, SERVICE_TOKEN, ciba_env, free_port, port_open, unique_name
 
-from ciba_middleware import StaticTokenVerifier
+from ciba_middleware import StaticTokenVerifier, sha256_hex
 from ciba_middleware.cli import mask_url
 from ciba_middleware.stores import SCHEMES, store_from_url, ticket_hash, well_formed
 
@@ -707,3 +707,25 @@ def test_check_warnings_are_one_line_each(tmp_path: Path) -> None:
     assert result.stderr == (
         f"{PROG}: warning: grant for 1 has a clear-text 'token'; use 'token_sha256' (the SHA-256) outside development\n"
     )
+
+
+def test_serve_sighup_rereads_the_tokens_file(tmp_path: Path, serve: type[Serve]) -> None:
+    """kill -HUP starts new workers that read CIBA_TOKENS_FILE again (docs/deployment.md)."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps([{"service": SERVICE, "token_sha256": sha256_hex("old-token")}]))
+    server = serve(store_env(tmp_path, CIBA_TOKENS_FILE=str(tokens)), "--log-level", "warning")
+
+    def status(token: str) -> int:
+        url = server.url + FAIL_PATH.format(SERVICE)
+        return requests.post(url, json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    assert (status("old-token"), status("new-token")) == (200, 401)
+    tokens.write_text(json.dumps([{"service": SERVICE, "token_sha256": sha256_hex("new-token")}]))
+    server.process.send_signal(signal.SIGHUP)
+    # Old and new workers overlap for a moment; wait until only new ones answer.
+    deadline = time.monotonic() + 15
+    while (status("old-token"), status("new-token")) != (401, 200):
+        assert time.monotonic() < deadline, "the workers never switched to the new tokens"
+        time.sleep(0.1)
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr
