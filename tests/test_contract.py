@@ -398,7 +398,8 @@ def test_authentication(
     if status == 200:
         check(answer, 200, success({"error": "access_denied"}, "FORBIDDEN"))
         return
-    assert code is not None and detail is not None
+    assert code is not None
+    assert detail is not None
     check(answer, status, error(code, detail, action=False), {"WWW-Authenticate": challenge} if challenge else {})
     if challenge is None:
         assert "WWW-Authenticate" not in answer.headers
