@@ -108,9 +108,7 @@ def test_starts_with_no_configuration_and_prints_what_to_try(run_demo: Callable[
     # The banner's commands work as printed.
     ok = requests.post(endpoint, data={"scope": "openid", "login_hint": "alice"}, auth=DEMO, timeout=10)
     assert (ok.status_code, sorted(ok.json())) == (200, ["auth_req_id", "expires_in", "interval"])
-    rejected = requests.post(
-        endpoint, data={"scope": "openid", "login_hint": "nobody"}, auth=("demo-client", "demo-secret")
-    )
+    rejected = requests.post(endpoint, data={"scope": "openid", "login_hint": "nobody"}, auth=DEMO, timeout=10)
     assert (rejected.status_code, rejected.json()["error"]) == (400, "unknown_user_id")
     bearer = {"Authorization": f"Bearer {token}"}
     api = requests.post(fail_api, data={"reason": "ACCESS_DENIED"}, headers=bearer, timeout=10)
