@@ -33,6 +33,7 @@ import re
 import secrets
 import socket
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -75,7 +76,13 @@ class CommandError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr, like every other error here."""
+    """argparse, but a usage error is one line on stderr, like every other error here.
+
+    Descriptions are filled to 88 columns; epilogs are kept as written (tables, examples).
+    """
+
+    def __init__(self, *, description: str | None = None, **kwargs: Any) -> None:
+        super().__init__(description=description and textwrap.fill(description, 88), **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -548,7 +555,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=store_help + "\n" + _EXIT_HELP,
         formatter_class=raw,
     )
-    issue.add_argument("--service", type=_identifier, required=True, metavar="ID")
+    issue.add_argument("--service", type=_identifier, required=True, metavar="ID", help="the ticket's service")
     issue.add_argument(
         "--ttl", type=_seconds, metavar="SECONDS", help="seconds the ticket lives (default: CIBA_TICKET_TTL or 600)"
     )
@@ -568,8 +575,8 @@ def _build_parser() -> argparse.ArgumentParser:
             epilog=store_help + "\n" + lookup_exit,
             formatter_class=raw,
         )
-        sub.add_argument("--service", type=_identifier, required=True, metavar="ID")
-        sub.add_argument("ticket", metavar="TICKET")
+        sub.add_argument("--service", type=_identifier, required=True, metavar="ID", help="the ticket's service")
+        sub.add_argument("ticket", metavar="TICKET", help="as ticket issue printed it")
         sub.set_defaults(command=handler)
 
     check = commands.add_parser(
