@@ -6,7 +6,8 @@
   (../shared/reference/authlete-fail-api.openapi.yaml).
 - docs/api.md lists every result code with its status; docs/configuration.md every
   ``CIBA_*`` variable the package reads.
-- README.md's test command is the one .ci/run runs.
+- README.md's test command is the one .ci/run runs, and the curl examples of README.md and
+  docs/api.md give, against a real server, exactly the output they show.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
+import shutil
 import sqlite3
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -675,3 +679,74 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "    bash scripts/check\n" in readme or "\nbash scripts/check\n" in readme
     assert re.search(r"^exec bash scripts/check$", ci, re.MULTILINE)
+
+
+# -- the examples in the prose docs are real ----------------------------------------------
+
+#: The configuration the curl examples of README.md and docs/api.md were run with.
+EXAMPLE_HOST = "http://127.0.0.1:8000"
+EXAMPLE_GRANTS = [
+    {"service": "715948317", "token": "dev-token-715948317"},
+    {"service": "715948317", "api_secret": "dev-secret-715948317"},
+]
+_DATE = re.compile(r"^Date: .*$", re.MULTILINE)
+
+
+def console_examples(path: Path) -> list[Any]:
+    """``(command, output)`` of each ``$ curl`` against the example server in ``path``'s console blocks."""
+    examples = []
+    for block in re.findall(r"^```console\n(.*?)^```", path.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL):
+        for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
+            command_lines, output_lines = [], []
+            lines = chunk.splitlines()
+            while lines:
+                line = lines.pop(0)
+                command_lines.append(line.removesuffix("\\"))
+                if not line.endswith("\\"):
+                    break
+            output_lines = lines
+            command = " ".join(part.strip() for part in command_lines)
+            if command.startswith("curl ") and EXAMPLE_HOST in command:
+                output = "\n".join(output_lines).strip("\n")
+                examples.append(pytest.param(command, output, id=f"{path.name}:{len(examples) + 1}"))
+    return examples
+
+
+DOC_EXAMPLES = [*console_examples(ROOT / "README.md"), *console_examples(DOCS / "api.md")]
+
+
+def test_docs_have_curl_examples() -> None:
+    assert len(DOC_EXAMPLES) >= 15
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Path]]:
+    if shutil.which("curl") is None:
+        unreachable("curl is not installed")
+    tmp = tmp_path_factory.mktemp("examples")
+    (tmp / "big").write_bytes(b"a" * 20000)  # docs/api.md: head -c 20000 /dev/zero | tr '\0' a > big
+    server = LiveServer(
+        "ciba_middleware.wsgi:application",
+        # timeout=0: the store-failure example holds the write lock (see below).
+        {"CIBA_STORE_URL": f"sqlite:///{tmp / 'tickets.sqlite3'}?timeout=0", "CIBA_TOKENS": json.dumps(EXAMPLE_GRANTS)},
+    )
+    yield server, tmp
+    server.stop()
+
+
+@pytest.mark.parametrize(("command", "output"), DOC_EXAMPLES)
+def test_curl_example_gives_the_documented_output(
+    example_server: tuple[LiveServer, Path], command: str, output: str
+) -> None:
+    server, cwd = example_server
+    argv = shlex.split(command.replace(EXAMPLE_HOST, server.url))
+    lock = sqlite3.connect(cwd / "tickets.sqlite3", isolation_level=None)
+    try:
+        if "A185101" in output:  # the store-failure example: SQLite locked by another process
+            lock.execute("BEGIN EXCLUSIVE")
+        result = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=30, check=False)
+    finally:
+        lock.close()
+    assert result.returncode == 0, result.stderr
+    got = result.stdout.decode().replace("\r\n", "\n").strip("\n")
+    assert _DATE.sub("Date: -", got) == _DATE.sub("Date: -", output)
