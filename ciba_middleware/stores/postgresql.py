@@ -23,12 +23,15 @@ libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -184,6 +187,10 @@ class PostgreSQLTicketStore:
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._watchdog: _Watchdog | None = None
+        # The server cancels a statement after statement_timeout; allow it a second more
+        # to say so before deciding it cannot answer.
+        self._io_timeout = self.statement_timeout + 1.0
         self._pid = 0
         self._schema_ready = False
         self._issued = 0
@@ -241,6 +248,7 @@ class PostgreSQLTicketStore:
                 open=False,
             )
             self._pool.open(wait=False)
+            self._watchdog = _Watchdog()
             self._pid = os.getpid()
             self._schema_ready = False
             return self._pool
@@ -275,15 +283,24 @@ class PostgreSQLTicketStore:
 
         After the server restarts, every idle connection in the pool is dead: the first
         failure has the pool check them all and replace the dead ones, then tries again.
+        A server that does not answer at all (frozen, or cut off by the network) cannot
+        apply its statement_timeout: the watchdog drops the connection instead.
         """
         pool = self._get_pool()
+        watchdog = self._watchdog
+        assert watchdog is not None
         for attempt in (1, 2):
+            guard: _Guard | None = None
             try:
-                with pool.connection() as conn:
+                with pool.connection() as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
                     if not self._schema_ready:
                         self._ensure_schema(conn)
                     return work(conn)
             except self._operational as exc:
+                if guard is not None and guard.fired:
+                    raise StoreError(
+                        f"postgresql: no answer within {self._io_timeout:g} s; connection dropped"
+                    ) from exc
                 if attempt == 2 or isinstance(exc, self._final):
                     raise StoreError(f"postgresql: {exc}") from exc
                 try:
@@ -336,8 +353,79 @@ class PostgreSQLTicketStore:
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            watchdog, self._watchdog = self._watchdog, None
         if pool is not None and self._pid == os.getpid():
             pool.close()
+        if watchdog is not None:
+            watchdog.stop()
+
+
+class _Guard:
+    __slots__ = ("deadline", "fd", "fired")
+
+    def __init__(self, deadline: float, fd: int) -> None:
+        self.deadline = deadline
+        self.fd = fd
+        self.fired = False
+
+
+class _Watchdog:
+    """Shuts down the socket of a call that got no answer in time.
+
+    psycopg has no client-side timeout for a query: if the server is frozen, or the network
+    drops packets without a reset, a call would wait for TCP to give up, many minutes.
+    Shutting the socket down wakes the waiting call with a connection error at once, and the
+    pool then discards the connection. One thread per process, asleep while no call is out.
+    """
+
+    def __init__(self) -> None:
+        self._guards: set[_Guard] = set()
+        self._cond = threading.Condition()
+        self._stopped = False
+        threading.Thread(target=self._watch, name="ciba-tickets-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def guard(self, fd: int, seconds: float) -> Iterator[_Guard]:
+        guard = _Guard(time.monotonic() + seconds, fd)
+        with self._cond:
+            self._guards.add(guard)
+            if len(self._guards) == 1:
+                self._cond.notify()
+        try:
+            yield guard
+        finally:
+            # Removed before the connection goes back to the pool, under the lock the
+            # watchdog fires under: it never touches a socket no longer ours.
+            with self._cond:
+                self._guards.discard(guard)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._guards:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for guard in [g for g in self._guards if g.deadline <= now]:
+                    self._guards.discard(guard)
+                    guard.fired = True
+                    _shut_down(guard.fd)
+                self._cond.wait(0.1)
+
+
+def _shut_down(fd: int) -> None:
+    """Shut the socket down for both directions, leaving the descriptor to its owner."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _storable(text: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -89,6 +90,11 @@ class PrivateRedis:
             self.process.wait(5)
         _wait_port(self.port, up=False)
 
+    def pause(self, paused: bool = True) -> None:
+        """Freeze (or thaw) the server: connections stay open, nothing is answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -129,6 +135,15 @@ class PrivatePostgres:
         """Stop at once (``-m immediate``: no clean shutdown, clients see their connections drop)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         _wait_port(self.port, up=False)
+
+    def pause(self, paused: bool = True) -> None:
+        """Freeze (or thaw) the postmaster and every backend: connections stay open, the
+        kernel still acknowledges what is sent, and nothing is answered."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False)
+        for pid in [postmaster, *map(int, children.stdout.split())]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -272,7 +287,7 @@ def down_and_up(kind: str, request: pytest.FixtureRequest) -> tuple[PrivateRedis
         redis_server: PrivateRedis = request.getfixturevalue("private_redis")
         return redis_server, f"{redis_server.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
     pg_server: PrivatePostgres = request.getfixturevalue("private_postgres")
-    return pg_server, f"{pg_server.url}?table={unique_name()}&pool_timeout=0.5"
+    return pg_server, f"{pg_server.url}?table={unique_name()}&pool_timeout=0.5&statement_timeout=0.5"
 
 
 #: Seconds from a server's return to the first call that works. Redis: the next call (one

@@ -249,3 +249,35 @@ def test_the_store_fails_fast_while_down_and_reconnects_by_itself(
     assert store.delete("42", after) is True
     # PostgreSQL kept the table on disk; this Redis runs without persistence.
     assert store.delete("42", before) is (kind == "postgresql")
+
+
+#: The longest a call may take against a frozen server with the URLs of ``down_and_up``.
+#: Redis: two tries (retries=1) of socket_timeout 0.5 s. PostgreSQL: statement_timeout
+#: 0.5 s + 1 s before the watchdog drops the connection, + its 0.1 s tick; plus slack for
+#: a loaded CI machine.
+FROZEN_BOUND = {"redis": 2.0, "postgresql": 2.5}
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_a_frozen_server_gives_a_store_error_in_bounded_time(
+    kind: str, request: pytest.FixtureRequest, open_store: OpenStore
+) -> None:
+    server, url = down_and_up(kind, request)
+    store = open_store(url)
+    ticket = store.issue("42", ttl=60)
+    server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            store.delete("42", ticket)
+        assert time.monotonic() - started < FROZEN_BOUND[kind]
+    finally:
+        server.pause(False)
+    back = time.monotonic()
+    while True:
+        try:
+            assert store.delete("42", ticket) is True
+            break
+        except StoreError:
+            assert time.monotonic() - back < RECOVERY[kind]
+            time.sleep(0.1)
