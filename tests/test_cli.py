@@ -247,8 +247,8 @@ def test_token_new_grant_shapes() -> None:
 
 
 def test_ticket_lifecycle_without_tokens(tmp_path: Path) -> None:
-    """issue, show, delete against the store of CIBA_STORE_URL; CIBA_TOKENS is not needed."""
-    env = store_env(tmp_path)
+    """issue, show, delete against the store of CIBA_STORE_URL; CIBA_TOKENS is not even read."""
+    env = store_env(tmp_path, CIBA_TOKENS="not json", CIBA_PATH_PREFIX="not a prefix")
     issued = cli("ticket", "issue", "--service", SERVICE, env=env)
     assert (issued.returncode, issued.stderr) == (0, "")
     ticket = issued.stdout.rstrip("\n")
@@ -656,11 +656,11 @@ def test_serve_stops_cleanly(tmp_path: Path, serve: type[Serve], sig: signal.Sig
             id="memory-several-workers",
         ),
         pytest.param(
-            ["--host", "no-such-host.invalid"],
+            ["--host", "192.0.2.1"],  # TEST-NET-1 (RFC 5737): never an address of this host
             {},
             2,
-            f"{PROG}: error: cannot listen on no-such-host.invalid:{{port}}: ",
-            id="unknown-host",
+            f"{PROG}: error: cannot listen on 192.0.2.1:{{port}}: Cannot assign requested address\n",
+            id="foreign-address",
         ),
         pytest.param(
             [],
