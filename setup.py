@@ -10,6 +10,8 @@ Extras:
     dev       test + the linters and type checker run by ``.ci/run``
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 EXTRAS = {
@@ -43,7 +45,7 @@ setup(
     name="ciba-middleware",
     version="0.1.0",
     description="Authlete-compatible CIBA backchannel authentication fail API as WSGI middleware",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",

@@ -26,7 +26,7 @@ from .errors import (
 from .events import FailEvent, Observer
 from .reasons import Action, Reason
 from .request import FailParams, check_fields, read_fields
-from .response import HEADERS, SUCCESS_CODE, FailResponse, error_body, status_line
+from .response import HEADERS, SUCCESS_CODE, FailResponse, error_body, status_line, success_json
 from .stores.base import TicketStore, ticket_hash, well_formed
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ _BASIC = f'Basic realm="{_REALM}", charset="UTF-8"'
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _STATUS_200 = status_line(200)
+_ROUTES_CACHED = 256
+_ROUTE_CACHED_LENGTH = 256
 
 Route = tuple[Literal["v3", "v2"], str | None]
 
@@ -105,17 +107,24 @@ class BackchannelFailMiddleware:
         self._v2_head = f"{prefix}/api"
         self._v3_head = f"{prefix}/api/"
         # The answer for each reason without description or URI, encoded once.
-        self._plain: dict[Reason, tuple[list[tuple[str, str]], bytes]] = {
-            reason: _with_length(FailResponse.success(reason).to_json()) for reason in Reason
+        self._plain: dict[Reason, tuple[tuple[tuple[str, str], ...], bytes]] = {
+            reason: _with_length(success_json(reason)) for reason in Reason
         }
+        # PATH_INFO -> route, for paths already matched: a caller uses one or a few.
+        self._routes: dict[str, Route] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
         if not path.endswith(_SUFFIX):
             return self.app(environ, start_response)
-        route = self._match(path)
+        route = self._routes.get(path)
         if route is None:
-            return self.app(environ, start_response)
+            route = self._match(path)
+            if route is None:
+                return self.app(environ, start_response)
+            # Bounded, so that a caller inventing service IDs cannot grow it without end.
+            if len(self._routes) < _ROUTES_CACHED and len(path) <= _ROUTE_CACHED_LENGTH:
+                self._routes[path] = route
         return self._serve(environ, start_response, route)
 
     def _match(self, path: str) -> Route | None:
@@ -141,6 +150,8 @@ class BackchannelFailMiddleware:
             if environ.get("REQUEST_METHOD") != "POST":
                 raise MethodNotAllowed(f"use POST, not {_ascii(environ.get('REQUEST_METHOD', ''))}.")
             principal, service = self._authenticate(environ, route)
+            if not principal.covers(service):
+                raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
             params = check_fields(read_fields(environ, self.max_body_bytes))
             deleted = self._delete(service, params.ticket)
         except ApiError as exc:
@@ -152,10 +163,12 @@ class BackchannelFailMiddleware:
             error = InternalError("an unexpected error occurred; see the server log.")
         else:
             if params.error_description is None and params.error_uri is None:
-                headers, body = self._plain[params.reason]
+                fixed, body = self._plain[params.reason]
+                # A list of its own each time: whoever gets it may append to it.
+                headers = list(fixed)
             else:
-                response = FailResponse.success(params.reason, params.error_description, params.error_uri)
-                headers, body = _with_length(response.to_json())
+                body = success_json(params.reason, params.error_description, params.error_uri)
+                headers = [*HEADERS, ("Content-Length", str(len(body)))]
             start_response(_STATUS_200, headers)
             if self.observers:
                 self._notify_http(environ, route, service, principal, params, deleted, None, started)
@@ -171,6 +184,8 @@ class BackchannelFailMiddleware:
         return [body]
 
     def _authenticate(self, environ: WSGIEnvironment, route: Route) -> tuple[Principal, str]:
+        """The caller and the service it asks for; whether it covers that is checked by the
+        caller, so a 403's event still names who tried."""
         header: str = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, credentials = header.partition(" ")
         credentials = credentials.strip(" ")
@@ -201,8 +216,6 @@ class BackchannelFailMiddleware:
             principal = self.verifier.verify_api_key(api_key, api_secret)
             if principal is None:
                 raise Unauthorized("the API key and secret are not valid.", _BASIC, "invalid")
-        if not principal.covers(service):
-            raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
         return principal, service
 
     def _delete(self, service_id: str, ticket: str | None) -> bool | None:
@@ -324,8 +337,8 @@ class BackchannelFailMiddleware:
                 log.exception("fail API observer %r raised; ignored", observer)
 
 
-def _with_length(body: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    return [*HEADERS, ("Content-Length", str(len(body)))], body
+def _with_length(body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    return (*HEADERS, ("Content-Length", str(len(body)))), body
 
 
 def _bearer_error(what: str) -> str:

@@ -143,3 +143,20 @@ def test_an_observer_that_raises_changes_nothing(caplog: pytest.LogCaptureFixtur
     )
     assert middleware.fail(SERVICE, reason="ACCESS_DENIED").ok
     assert "observer" in caplog.text
+
+
+def test_a_403_event_names_who_tried(events: list[FailEvent], middleware: BackchannelFailMiddleware) -> None:
+    import webtest
+
+    answer = webtest.TestApp(middleware).post_json(
+        f"/api/{SERVICE}/backchannel/authentication/fail",
+        {"reason": "ACCESS_DENIED"},
+        headers={"Authorization": "Bearer service-token-42"},
+        expect_errors=True,
+    )
+    assert answer.status_int == 403
+    (event,) = events
+    assert event.auth_failure == "not_covered"
+    assert event.principal is not None
+    assert event.principal.id == "42"
+    assert event.service_id == SERVICE

@@ -52,6 +52,6 @@ def test_bad_configuration_stops_gunicorn_with_the_message(tmp_path: Path) -> No
     assert result.returncode == 3
     assert (
         "ciba-middleware: configuration error: CIBA_TICKET_TTL must be a positive number of seconds, not 'forever'"
-        in result.stderr.splitlines()
+        in result.stderr
     )
     assert "Traceback" not in result.stderr
