@@ -5,7 +5,7 @@
   schemas stay compatible with Authlete's own description of the fail API
   (../shared/reference/authlete-fail-api.openapi.yaml).
 - docs/api.md lists every result code with its status; docs/configuration.md every
-  ``CIBA_*`` variable the package reads.
+  ``CIBA_*`` variable the package and the demo read.
 - README.md's test command is the one .ci/run runs, and the curl examples of README.md and
   docs/api.md give, against a real server, exactly the output they show.
 """
@@ -665,9 +665,10 @@ def test_api_md_lists_every_result_code_with_its_status() -> None:
     assert rows == expected
 
 
-def test_configuration_md_lists_every_variable_the_package_reads() -> None:
+def test_configuration_md_lists_every_variable_the_code_reads() -> None:
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ciba_middleware").rglob("*.py"))
+    sources = [*(ROOT / "ciba_middleware").rglob("*.py"), *(ROOT / "example_app").rglob("*.py")]
+    source = "\n".join(p.read_text(encoding="utf-8") for p in sources)
     variables = set(re.findall(r'"(CIBA_[A-Z0-9_]+)"', source))
     assert "CIBA_TOKENS" in variables
     documented = set(re.findall(r"^\| `(CIBA_[A-Z0-9_]+)` \|", text, re.MULTILINE))
