@@ -729,3 +729,29 @@ def test_serve_sighup_rereads_the_tokens_file(tmp_path: Path, serve: type[Serve]
         time.sleep(0.1)
     assert server.stop() == 0
     assert "Traceback" not in server.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "stderr"),
+    [
+        pytest.param(
+            RuntimeError("boom"),
+            4,
+            f"{PROG}: error: unexpected RuntimeError: boom (a bug: please report it)\n",
+            id="bug",
+        ),
+        pytest.param(KeyboardInterrupt(), 130, "", id="ctrl-c"),
+    ],
+)
+def test_unexpected_errors_are_one_line_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, code: int, stderr: str
+) -> None:
+    """In process, since nothing in a healthy install raises these on cue."""
+    import ciba_middleware.cli
+
+    def explode(nbytes: int) -> str:
+        raise raised
+
+    monkeypatch.setattr(ciba_middleware.cli.secrets, "token_urlsafe", explode)
+    assert ciba_middleware.cli.main(["token", "new", "--service", SERVICE]) == code
+    assert capsys.readouterr() == ("", stderr)
