@@ -18,6 +18,7 @@ from conftest import (
     API_SECRET,
     GRANTS,
     ORG_TOKEN,
+    OTHER_SERVICE,
     OTHER_TOKEN,
     SERVICE,
     SERVICE_TOKEN,
@@ -188,6 +189,8 @@ def test_one_json_line_per_call_over_gunicorn(
         ),
         expected(
             request_id="req-4",
+            principal_kind="service",
+            principal_id=OTHER_SERVICE,
             outcome="rejected",
             status=403,
             result_code="A185212",
