@@ -18,6 +18,7 @@ Errors go to stderr as one line, never as a traceback. Exit codes (``docs/cli.md
 2     bad arguments or bad configuration
 3     the ticket store failed or could not be reached
 4     an unexpected error (a bug: please report it)
+130   interrupted (Ctrl-C) outside a running server
 ====  ==============================================================
 """
 
