@@ -32,6 +32,7 @@ EXTRAS["test"] = sorted(
         "pytest>=8.0",
         "WebTest>=3.0",
         "hypothesis>=6.100",
+        "schemathesis>=4.0",
         "requests>=2.31",
         "authlete==1.3.0",
         "jsonschema>=4.20",
