@@ -1,4 +1,4 @@
-"""``python -m example_app [--host H] [--port P]``: run the demo on Werkzeug's threaded server.
+"""``python -m example_app [--host H] [--port P]``: run the demo on Werkzeug, with a pool of threads.
 
 Prints the URLs to try and, when none was configured, the development token generated for
 this run. Threads matter: with ``CIBA_DEMO_FAIL_VIA=http`` the server calls itself.
@@ -9,8 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import socket
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer
 
 from ciba_middleware import ConfigurationError
 from ciba_middleware.flask import CibaMiddleware
@@ -33,9 +38,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"example_app: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        server = PooledWSGIServer(args.host, args.port, app)
+    except OSError as exc:
+        print(f"example_app: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(banner(app, url), flush=True)
-    app.run(host=args.host, port=args.port, threaded=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
+
+
+class PooledWSGIServer(BaseWSGIServer):
+    """Werkzeug's development server, answering from a fixed pool of threads.
+
+    Werkzeug's ``threaded=True`` starts a thread per request; the SQLite store keeps one
+    connection per thread, so a thread per request would open a connection per request.
+    A pool reuses a few threads, as gunicorn's ``--threads`` does.
+    """
+
+    def __init__(self, host: str, port: int, app: Any, *, threads: int = 8) -> None:
+        super().__init__(host, port, app)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="example_app")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def banner(app: object, url: str) -> str:

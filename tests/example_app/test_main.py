@@ -173,3 +173,18 @@ def test_configuration_errors_stop_it_at_start_up(
         check=False,
     )
     assert (result.returncode, result.stdout, result.stderr.splitlines(keepends=True)[-1]) == (2, "", message)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc (Linux)")
+def test_many_requests_do_not_pile_up_open_files(run_demo: Callable[..., Running]) -> None:
+    """A thread per request would open an SQLite connection per request; the pool reuses a few."""
+    demo = run_demo()
+    fds = Path(f"/proc/{demo.process.pid}/fd")
+    endpoint, form = f"{demo.url}/backchannel/authentication", {"scope": "openid", "login_hint": "nobody"}
+    with requests.Session() as session:
+        assert session.post(endpoint, data=form, auth=DEMO, timeout=10).status_code == 400
+        before = len(list(fds.iterdir()))
+        for _ in range(100):
+            session.post(endpoint, data=form, auth=DEMO, timeout=10)
+    # 8 threads with a connection (database + WAL) each at most; not one per request.
+    assert len(list(fds.iterdir())) - before <= 16
