@@ -155,7 +155,7 @@ class PostgreSQLTicketStore:
         self.pool_reconnect_timeout = float(pool_reconnect_timeout)
         self._errors: tuple[type[Exception], ...] = (psycopg_mod.Error,)
         self._operational: type[Exception] = psycopg_mod.OperationalError
-        # Failures that another connection would not cure: no second try.
+        # Failures that a fresh connection would not cure: no second try.
         self._final: tuple[type[Exception], ...] = (
             pool_mod.PoolTimeout,
             pool_mod.PoolClosed,
@@ -194,6 +194,8 @@ class PostgreSQLTicketStore:
         self._pid = 0
         self._schema_ready = False
         self._issued = 0
+        # Whether the last call found the server gone (see _run).
+        self._lost = False
         # Create the table now, so a problem shows at start-up; a database that is down at
         # start-up is not fatal: the first call creates it once the database is back.
         try:
@@ -279,37 +281,75 @@ class PostgreSQLTicketStore:
         self._schema_ready = True
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``work`` on a pooled connection, once more on another after a broken one.
+        """Run ``work`` on a pooled connection; after a broken one, once more on a fresh one.
 
-        After the server restarts, every idle connection in the pool is dead: the first
-        failure has the pool check them all and replace the dead ones, then tries again.
+        A broken pooled connection means the server restarted or is gone: the pool is told
+        to check its other idle connections, and the call is tried once more on a
+        connection of its own, which succeeds at once if the server is back and is refused
+        at once if it is not. The pool's own reconnection backs off (pauses of 1, 2, 4 s);
+        until it has a connection again, calls connect by themselves the same way, so they
+        neither wait ``pool_timeout`` while the server is down nor after it returns.
+
         A server that does not answer at all (frozen, or cut off by the network) cannot
         apply its statement_timeout: the watchdog drops the connection instead.
         """
         pool = self._get_pool()
+        if self._lost and not pool.get_stats().get("pool_available"):
+            return self._run_direct(work)
+        try:
+            result = self._attempt(pool.connection(), work)
+        except _Unanswered as exc:
+            self._lost = True
+            raise StoreError(f"postgresql: {exc}") from exc
+        except self._operational as exc:
+            # PoolTimeout is not a sign of a lost server: the pool may only be busy.
+            if isinstance(exc, self._final):
+                raise StoreError(f"postgresql: {exc}") from exc
+            with contextlib.suppress(*self._errors):
+                pool.check()
+            return self._run_direct(work)
+        except self._errors as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        self._lost = False
+        return result
+
+    def _run_direct(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``work`` on a connection of its own (see :meth:`_run`)."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+        except self._errors as exc:
+            self._lost = True
+            raise StoreError(f"postgresql: {exc}") from exc
+        try:
+            self._configure(conn)
+            return self._attempt(contextlib.nullcontext(conn), work)
+        except _Unanswered as exc:
+            self._lost = True
+            raise StoreError(f"postgresql: {exc}") from exc
+        except self._errors as exc:
+            raise StoreError(f"postgresql: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _attempt(
+        self,
+        connection: contextlib.AbstractContextManager[psycopg.Connection[Any]],
+        work: Callable[[psycopg.Connection[Any]], T],
+    ) -> T:
         watchdog = self._watchdog
         assert watchdog is not None
-        for attempt in (1, 2):
-            guard: _Guard | None = None
-            try:
-                with pool.connection() as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
-                    if not self._schema_ready:
-                        self._ensure_schema(conn)
-                    return work(conn)
-            except self._operational as exc:
-                if guard is not None and guard.fired:
-                    raise StoreError(
-                        f"postgresql: no answer within {self._io_timeout:g} s; connection dropped"
-                    ) from exc
-                if attempt == 2 or isinstance(exc, self._final):
-                    raise StoreError(f"postgresql: {exc}") from exc
-                try:
-                    pool.check()
-                except self._errors as check_exc:
-                    raise StoreError(f"postgresql: {check_exc}") from check_exc
-            except self._errors as exc:
-                raise StoreError(f"postgresql: {exc}") from exc
-        raise AssertionError("unreachable")
+        guard: _Guard | None = None
+        try:
+            with connection as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
+                if not self._schema_ready:
+                    self._ensure_schema(conn)
+                return work(conn)
+        except self._operational as exc:
+            if guard is not None and guard.fired:
+                raise _Unanswered(f"no answer within {self._io_timeout:g} s; connection dropped") from exc
+            raise
 
     # -- the protocol -------------------------------------------------------------------
 
@@ -358,6 +398,10 @@ class PostgreSQLTicketStore:
             pool.close()
         if watchdog is not None:
             watchdog.stop()
+
+
+class _Unanswered(Exception):
+    """A call the watchdog cut short: the server is not answering."""
 
 
 class _Guard:
