@@ -34,20 +34,22 @@ CLIENT_HEADERS = {
 @pytest.fixture
 def serve() -> Iterator[Callable[[Flask], str]]:
     """Serve a Flask app over HTTP on 127.0.0.1 from a thread; returns its base URL."""
-    running: list[tuple[Any, threading.Thread]] = []
+    running: list[tuple[Flask, Any, threading.Thread]] = []
 
     def start(app: Flask) -> str:
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         thread.start()
-        running.append((server, thread))
+        running.append((app, server, thread))
         return f"http://127.0.0.1:{server.server_port}"
 
     yield start
-    for server, thread in running:
+    for app, server, thread in running:
         server.shutdown()
         thread.join(5)
         server.server_close()
+        # A thread per request means a store connection per request: close them all.
+        CibaMiddleware.state(app).store.close()
 
 
 def store_url(tmp_path: Path) -> str:
