@@ -11,7 +11,8 @@ The table (and its schema) is created when missing, once per process, under an a
 lock so that many workers starting together do not trip over each other. A database user
 without CREATE rights works too when the table already exists.
 
-URL: a libpq URL, ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too),
+URL: a libpq URL, ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too;
+a Unix socket: ``postgresql:///dbname?host=/run/postgresql``),
 ``pip install "ciba-middleware[postgres]"``. Query options of ours: ``table`` (default
 ``ciba_tickets``), ``schema`` (default: the search path's first), ``statement_timeout``
 (seconds, default 2), ``pool_min_size`` (default 1), ``pool_max_size`` (default 10),
@@ -33,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from .base import DEFAULT_TTL, new_ticket
@@ -222,7 +223,10 @@ class PostgreSQLTicketStore:
                 options[key] = _number(key, value, int)
             else:
                 passed.append((key, value))
-        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
+        # Not urlunsplit: it drops the "//" of "postgresql:///db?host=/run/postgresql".
+        conninfo = f"postgresql://{parts.netloc}{parts.path}"
+        if passed:
+            conninfo += "?" + urlencode(passed)
         return cls(conninfo, **options)
 
     # -- connections --------------------------------------------------------------------

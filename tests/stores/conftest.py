@@ -222,7 +222,7 @@ def drop_postgres_table(url: str, table: str) -> None:
         conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
-BACKENDS = ["memory", "sqlite", "redis", "redis+unix", "redis+cluster", "postgresql"]
+BACKENDS = ["memory", "sqlite", "redis", "redis+unix", "redis+cluster", "postgresql", "postgresql+unix"]
 #: Backends several processes can share (one of each kind: the Redis variants share their code).
 SHARED = ["sqlite", "redis", "postgresql"]
 
@@ -246,6 +246,10 @@ def _url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
     if backend == "postgresql":
         base = request.getfixturevalue("postgres_url")
         return f"{base}?table={name}", lambda: drop_postgres_table(base, name)
+    if backend == "postgresql+unix":
+        server = request.getfixturevalue("private_postgres")
+        url = f"postgresql:///postgres?host={server.dir}&port={server.port}&user=postgres"
+        return f"{url}&table={name}", lambda: drop_postgres_table(server.url, name)
     raise AssertionError(backend)
 
 
