@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from .base import DEFAULT_TTL, new_ticket
@@ -226,7 +226,7 @@ class PostgreSQLTicketStore:
         # Not urlunsplit: it drops the "//" of "postgresql:///db?host=/run/postgresql".
         conninfo = f"postgresql://{parts.netloc}{parts.path}"
         if passed:
-            conninfo += "?" + urlencode(passed)
+            conninfo += "?" + urlencode(passed, quote_via=quote)
         return cls(conninfo, **options)
 
     # -- connections --------------------------------------------------------------------

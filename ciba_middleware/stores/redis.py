@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StoreError
 from .base import DEFAULT_TTL, new_ticket
@@ -162,7 +162,7 @@ class RedisTicketStore:
         # Not urlunsplit: it drops the "//" of "unix:///path" when the host is empty.
         client_url = f"{_CLIENT_SCHEMES[scheme]}://{parts.netloc}{parts.path}"
         if passed:
-            client_url += "?" + urlencode(passed)
+            client_url += "?" + urlencode(passed, quote_via=quote)
         client_options = {**timeouts, "retry": Retry(NoBackoff(), retries)}
         databases = [parts.path.strip("/") or "0", *(value for key, value in passed if key == "db")]
         if scheme.endswith("+cluster") and any(db != "0" for db in databases):

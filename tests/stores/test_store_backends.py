@@ -280,3 +280,18 @@ def test_a_frozen_server_gives_a_store_error_in_bounded_time(
         except StoreError:
             assert time.monotonic() - back < RECOVERY[kind]
             time.sleep(0.1)
+
+
+def test_postgres_passes_libpq_options_through(postgres_url: str, open_store: OpenStore) -> None:
+    import psycopg
+
+    table, name = unique_name(), unique_name("ciba test")
+    try:
+        store = open_store(f"{postgres_url}?table={table}&application_name={name.replace(' ', '%20')}")
+        store.ping()
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)).fetchone()
+        assert row is not None
+        assert row[0] >= 1
+    finally:
+        drop_postgres_table(postgres_url, table)
