@@ -161,7 +161,8 @@ class CibaMiddleware:
         """A new ticket for this app's service, living ``ttl`` seconds (``CIBA_TICKET_TTL`` by default).
 
         Issue it when a backchannel authentication request arrives; pass it to
-        :class:`BackchannelFail` when the request is rejected.
+        :class:`BackchannelFail` when the request is rejected. Raises
+        :class:`ciba_middleware.StoreError` when the store fails.
         """
         state = self.state()
         return state.store.issue(state.service_id, ttl)

@@ -68,7 +68,7 @@ _SINGLE = (
     "request",
 )
 _HINTS = ("login_hint", "login_hint_token", "id_token_hint")
-_EXPIRY = re.compile(r"[0-9]{1,12}")
+_DIGITS = re.compile(r"[0-9]+")
 
 HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 JSON = "application/json;charset=UTF-8"
@@ -208,10 +208,13 @@ def _read_request() -> BackchannelRequest:
             _invalid_request(f"The {hint} {exc}.")
 
     expires_in = DEFAULT_EXPIRES_IN
-    if value["requested_expiry"] is not None:
-        if not _EXPIRY.fullmatch(value["requested_expiry"]) or int(value["requested_expiry"]) == 0:
+    requested = value["requested_expiry"]
+    if requested is not None:
+        digits = requested.lstrip("0")
+        if not _DIGITS.fullmatch(requested) or not digits:
             _invalid_request("requested_expiry must be a positive integer (seconds).")
-        expires_in = min(int(value["requested_expiry"]), MAX_EXPIRES_IN)
+        # Compare by length first: int() of thousands of digits is slow, and refused.
+        expires_in = MAX_EXPIRES_IN if len(digits) > 6 else min(int(digits), MAX_EXPIRES_IN)
 
     return BackchannelRequest(
         scopes=scopes,

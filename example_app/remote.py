@@ -70,9 +70,10 @@ class RemoteFail:
                 "errorUri": error.uri,
             }
         )
-        answer: object
+        state = CibaMiddleware.state()
         try:
             answer = self.api.backchannelAuthenticationFail(request)
+            reply = client_response(answer, server_error_status=state.server_error_status)
         except AuthleteApiException as exc:
             # The message is the API's resultMessage or the transport error: no token in it.
             log.error(
@@ -80,7 +81,11 @@ class RemoteFail:
                 ticket_hash(error.ticket) if error.ticket else None,
                 exc.message,
             )
-            answer = _SERVER_ERROR
-        state = CibaMiddleware.state()
-        reply = client_response(answer, server_error_status=state.server_error_status)
+            reply = client_response(_SERVER_ERROR, server_error_status=state.server_error_status)
+        except Exception:
+            # authlete-python raises a bare KeyError on an unknown action, for instance.
+            log.exception(
+                "unexpected answer from the fail API (ticket %s)", ticket_hash(error.ticket) if error.ticket else None
+            )
+            reply = client_response(_SERVER_ERROR, server_error_status=state.server_error_status)
         return Response(reply.body, status=reply.status, headers=reply.headers)

@@ -74,6 +74,12 @@ SUCCEEDS = [
     pytest.param(
         {"scope": "openid", "login_hint": "alice", "requested_expiry": "86400"}, 600, id="requested-expiry-capped"
     ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "requested_expiry": "9" * 5000}, 600, id="requested-expiry-huge"
+    ),
+    pytest.param(
+        {"scope": "openid", "login_hint": "alice", "requested_expiry": "0030"}, 30, id="requested-expiry-leading-zeros"
+    ),
     pytest.param({"scope": "openid", "login_hint": "alice", "user_code": ""}, 120, id="empty-value-is-omitted"),
 ]
 
@@ -222,6 +228,22 @@ ANSWERED_BY_THE_ENDPOINT = [
         "requested_expiry must be a positive integer (seconds).",
         None,
         id="requested-expiry-zero",
+    ),
+    pytest.param(
+        {"form": {"scope": "openid", "login_hint": "alice", "requested_expiry": "000"}},
+        400,
+        "invalid_request",
+        "requested_expiry must be a positive integer (seconds).",
+        None,
+        id="requested-expiry-zeros",
+    ),
+    pytest.param(
+        {"form": {"scope": "openid", "login_hint": "alice", "requested_expiry": "1e3"}},
+        400,
+        "invalid_request",
+        "requested_expiry must be a positive integer (seconds).",
+        None,
+        id="requested-expiry-not-digits",
     ),
     pytest.param(
         {"form": {"scope": "openid", "login_hint": "alice", "requested_expiry": "-5"}},

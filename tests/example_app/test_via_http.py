@@ -7,13 +7,15 @@ with nulls, deserialised into authlete's DTO and turned into the client's answer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _demo import CLIENT_HEADERS, FAILED, Demo, check_failed_through_the_api, headers_of, start_demo
 from conftest import OTHER_TOKEN, SERVICE, free_port
+from werkzeug.serving import make_server
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,29 @@ def test_a_failed_fail_call_still_answers_server_error(
     )
     assert [(r["status"], r["auth_failure"]) for r in demo.new_audit()] == audited
     assert demo.tickets() == before + 1
+
+
+def not_authlete(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """A server that answers 200 with an action Authlete never sends."""
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"resultCode":"A185001","action":"OK","responseContent":"{}"}']
+
+
+def test_an_answer_authlete_python_cannot_read_still_answers_server_error(start: Callable[..., Demo]) -> None:
+    """authlete-python raises a bare KeyError on an unknown action: the demo answers server_error."""
+    server = make_server("127.0.0.1", 0, not_authlete)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        demo = start(CIBA_DEMO_API_BASE_URL=f"http://127.0.0.1:{server.server_port}")
+        response = demo.post({"scope": "openid", "login_hint": "carol"})
+    finally:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
+    assert (response.status_code, headers_of(response), response.text) == (
+        500,
+        CLIENT_HEADERS,
+        '{"error":"server_error"}',
+    )
+    assert "unexpected answer from the fail API" in demo.server.log()
