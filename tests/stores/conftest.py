@@ -33,7 +33,7 @@ def _binary(name: str, *candidates: str) -> str:
     raise AssertionError("unreachable")
 
 
-def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
+def wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open("127.0.0.1", port, 0.2) == up:
@@ -77,7 +77,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_port(self.port, up=True)
+            wait_port(self.port, up=True)
         except RuntimeError:
             self.kill()
             raise
@@ -88,7 +88,7 @@ class PrivateRedis:
             if self.process.poll() is None:
                 self.process.kill()
             self.process.wait(5)
-        _wait_port(self.port, up=False)
+        wait_port(self.port, up=False)
 
     def pause(self, paused: bool = True) -> None:
         """Freeze (or thaw) the server: connections stay open, nothing is answered."""
@@ -134,7 +134,7 @@ class PrivatePostgres:
     def kill(self) -> None:
         """Stop at once (``-m immediate``: no clean shutdown, clients see their connections drop)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        _wait_port(self.port, up=False)
+        wait_port(self.port, up=False)
 
     def pause(self, paused: bool = True) -> None:
         """Freeze (or thaw) the postmaster and every backend: connections stay open, the

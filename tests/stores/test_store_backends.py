@@ -4,18 +4,20 @@ out their data, and riding over a server restart."""
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import unique_name
+from conftest import free_port, unique_name
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import TicketStore, store_from_url
 
 from . import _race
-from .conftest import RECOVERY, PrivateRedis, down_and_up, drop_postgres_table
+from .conftest import RECOVERY, PrivateRedis, down_and_up, drop_postgres_table, wait_port
 
 OpenStore = Callable[..., TicketStore]
 
@@ -295,3 +297,33 @@ def test_postgres_passes_libpq_options_through(postgres_url: str, open_store: Op
         assert row[0] >= 1
     finally:
         drop_postgres_table(postgres_url, table)
+
+
+def test_redis_sentinel_through_a_client_of_ones_own(private_redis: PrivateRedis, tmp_path: Path) -> None:
+    """The Sentinel recipe of docs/operations.md, against a real Sentinel."""
+    from redis.sentinel import Sentinel
+
+    from ciba_middleware.stores.redis import RedisTicketStore
+
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor main 127.0.0.1 {private_redis.port} 1\n")
+    sentinel_process = subprocess.Popen(
+        [private_redis.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_port(port, up=True)
+        sentinel = Sentinel([("127.0.0.1", port)], socket_timeout=1)
+        store = RedisTicketStore(
+            sentinel.master_for("main", socket_timeout=1, socket_connect_timeout=1),
+            key_prefix="ciba:ticket:",
+            default_ttl=600,
+        )
+        ticket = store.issue("715948317")
+        assert store.exists("715948317", ticket)
+        assert store.delete("42", ticket) is False
+        assert store.delete("715948317", ticket) is True
+        store.close()
+    finally:
+        sentinel_process.kill()
+        sentinel_process.wait(5)
