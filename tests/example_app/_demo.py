@@ -22,6 +22,7 @@ import pytest
 import requests
 from conftest import GRANTS, SERVICE, SERVICE_TOKEN, LiveServer, free_port
 
+from ciba_middleware.stores import ticket_hash
 from example_app import hints
 
 HINT_KEY = "test-hint-key"
@@ -49,9 +50,18 @@ class Demo:
 
     def tickets(self) -> int:
         """Live and expired tickets in the store, all services."""
+        return len(self.ticket_expiry())
+
+    def ticket_hashes(self) -> list[str]:
+        """The :func:`ticket_hash` of every ticket in the store, as the audit log names them."""
+        return list(self.ticket_expiry())
+
+    def ticket_expiry(self) -> dict[str, float]:
+        """:func:`ticket_hash` -> seconds left, for every ticket in the store."""
         with sqlite3.connect(self.db) as db:
-            (count,) = db.execute("SELECT count(*) FROM ciba_tickets").fetchone()
-        return int(count)
+            rows = db.execute("SELECT ticket, expires_at FROM ciba_tickets").fetchall()
+        now = time.time()
+        return {ticket_hash(ticket): expires_at - now for ticket, expires_at in rows}
 
     def new_audit(self) -> list[dict[str, Any]]:
         """Audit records written since the last call."""
@@ -261,4 +271,6 @@ def check_failed_through_the_api(
         200,
     )
     assert re.fullmatch(r"[0-9a-f]{12}", record["ticket_hash"])
-    assert demo.tickets() == before
+    left = demo.ticket_hashes()
+    assert record["ticket_hash"] not in left
+    assert len(left) == before

@@ -86,7 +86,7 @@ SUCCEEDS = [
 
 @pytest.mark.parametrize(("form", "expires_in"), SUCCEEDS)
 def test_success_keeps_a_ticket_and_returns_an_auth_req_id(demo: Demo, form: dict[str, Any], expires_in: int) -> None:
-    before = demo.tickets()
+    before = demo.ticket_expiry()
     response = demo.post(form)
     assert (response.status_code, headers_of(response)) == (200, CLIENT_HEADERS)
     body = response.json()
@@ -97,7 +97,10 @@ def test_success_keeps_a_ticket_and_returns_an_auth_req_id(demo: Demo, form: dic
     )
     # 43 URL-safe characters: 256 random bits (CIBA Core 7.3 asks for at least 128).
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", body["auth_req_id"])
-    assert demo.tickets() == before + 1
+    # One new ticket, standing for the pending request: it lives as long as the auth_req_id.
+    after = demo.ticket_expiry()
+    (new,) = set(after) - set(before)
+    assert (len(after), expires_in - 5 < after[new] <= expires_in) == (len(before) + 1, True)
     assert demo.new_audit() == []
 
 
