@@ -41,6 +41,7 @@ from typing import Any
 from flask import Flask, Response, current_app
 
 from .auth import StaticTokenVerifier
+from .cli import mask_url
 from .client import client_response
 from .config import Settings
 from .errors import ConfigurationError
@@ -114,7 +115,15 @@ class CibaMiddleware:
     :class:`ciba_middleware.ConfigurationError` there, at start-up.
 
     One instance may serve several apps (the application factory pattern): its methods
-    act on ``current_app``.
+    act on ``current_app``::
+
+        ciba = CibaMiddleware()
+
+        def create_app():
+            app = Flask(__name__)
+            app.config.from_prefixed_env()
+            ciba.init_app(app)
+            return app
 
     :param app: the app, or None to call :meth:`init_app` later.
     :param observers: passed to the middleware: callables given each
@@ -144,7 +153,7 @@ class CibaMiddleware:
             "fail API served under %s/api/ for service %s, tickets in %s",
             settings.prefix,
             state.service_id,
-            settings.store_url.split("?", 1)[0],
+            mask_url(settings.store_url),
         )
 
     @staticmethod

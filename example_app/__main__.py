@@ -18,6 +18,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer
 
 from ciba_middleware import ConfigurationError
+from ciba_middleware.cli import mask_url
 from ciba_middleware.flask import CibaMiddleware
 
 from .app import EXTENSION_KEY, DemoState, create_app
@@ -95,7 +96,7 @@ def banner(app: object, url: str) -> str:
         f"  demo clients, users, hint tokens  GET  {url}/",
         f"  backchannel authentication        POST {endpoint}",
         f"  fail API (Authlete API v3)        POST {fail_api}",
-        f"  ticket store                      {ciba.settings.store_url.split('?', 1)[0]}",
+        f"  ticket store                      {mask_url(ciba.settings.store_url)}",
         f"  requests are failed               {demo.fail_via.replace('_', ' ')}",
     ]
     if demo.generated_token is not None:

@@ -6,6 +6,7 @@ The server runs in this process so each test can look into the very store the ap
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -414,3 +415,16 @@ def test_the_core_never_imports_flask() -> None:
     code = "import sys, ciba_middleware, ciba_middleware.config; print('flask' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout == "False\n"
+
+
+def test_init_app_logs_the_store_without_its_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis store is built without connecting, so an unreachable one is fine here."""
+    app = Flask(__name__)
+    app.config.update(CIBA_STORE_URL="redis://:s3cret@127.0.0.1:1/0", CIBA_TOKENS=GRANTS, CIBA_SERVICE_ID=SERVICE)
+    with caplog.at_level(logging.INFO, logger="ciba_middleware.flask"):
+        CibaMiddleware(app)
+    assert [r.getMessage() for r in caplog.records if r.name == "ciba_middleware.flask"] == [
+        f"fail API served under /api/ for service {SERVICE}, tickets in redis://:***@127.0.0.1:1/0"
+    ]
+    assert "s3cret" not in caplog.text
+    CibaMiddleware.state(app).store.close()
