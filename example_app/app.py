@@ -93,26 +93,27 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
         api_base_url=(str(app.config.get("CIBA_DEMO_API_BASE_URL") or own_url or "").rstrip("/") or None),
     )
 
+    token = app.config.get("CIBA_DEMO_ACCESS_TOKEN") or generated
+    if via == "http" and not state.api_base_url:
+        raise ConfigurationError(
+            "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_API_BASE_URL, this server's own URL (http://127.0.0.1:8080)"
+        )
+    if via == "http" and not token:
+        raise ConfigurationError(
+            "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_ACCESS_TOKEN, a token CIBA_TOKENS grants for the service"
+        )
+
     ciba.init_app(app)
     app.extensions[EXTENSION_KEY] = state
     app.register_blueprint(bp)
     app.add_url_rule("/", "index", index)
 
     if via == "http":
-        token = app.config.get("CIBA_DEMO_ACCESS_TOKEN") or generated
-        if not state.api_base_url:
-            raise ConfigurationError(
-                "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_API_BASE_URL, this server's own URL (http://127.0.0.1:8080)"
-            )
-        if not token:
-            raise ConfigurationError(
-                "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_ACCESS_TOKEN, a token CIBA_TOKENS grants for the service"
-            )
         ciba_state = CibaMiddleware.state(app)
         # Replaces the extension's in-process handler: same exception, another way to fail.
         app.register_error_handler(
             BackchannelFail,
-            RemoteFail(state.api_base_url + ciba_state.settings.prefix, ciba_state.service_id, str(token)),
+            RemoteFail(str(state.api_base_url) + ciba_state.settings.prefix, ciba_state.service_id, str(token)),
         )
     return app
 

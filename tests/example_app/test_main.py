@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-from conftest import ROOT, free_port
+from conftest import GRANTS, ROOT, free_port
+
+from ciba_middleware import ConfigurationError
+from example_app import create_app
 
 DEMO = ("demo-client", "demo-secret")
 
@@ -188,3 +192,28 @@ def test_many_requests_do_not_pile_up_open_files(run_demo: Callable[..., Running
             session.post(endpoint, data=form, auth=DEMO, timeout=10)
     # 8 threads with a connection (database + WAL) each at most; not one per request.
     assert len(list(fds.iterdir())) - before <= 16
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        pytest.param(
+            {"CIBA_DEMO_FAIL_VIA": "http"},
+            "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_API_BASE_URL, this server's own URL (http://127.0.0.1:8080)",
+            id="http-without-base-url",
+        ),
+        pytest.param(
+            {"CIBA_DEMO_FAIL_VIA": "http", "CIBA_DEMO_API_BASE_URL": "http://127.0.0.1:8080", "CIBA_TOKENS": GRANTS},
+            "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_ACCESS_TOKEN, a token CIBA_TOKENS grants for the service",
+            id="http-with-own-tokens-but-no-access-token",
+        ),
+    ],
+)
+def test_create_app_refuses_an_http_mode_it_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], message: str
+) -> None:
+    for name in [k for k in os.environ if k.startswith(("CIBA_", "FLASK_"))]:
+        monkeypatch.delenv(name)
+    with pytest.raises(ConfigurationError) as caught:
+        create_app({"CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}", **config})
+    assert str(caught.value) == message
