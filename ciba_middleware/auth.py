@@ -28,6 +28,7 @@ __all__ = ["Principal", "PrincipalKind", "StaticTokenVerifier", "TokenVerifier",
 log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_sha256 = hashlib.sha256  # looked up once: verify_bearer runs on every call
 
 
 class PrincipalKind(StrEnum):
@@ -144,7 +145,7 @@ class StaticTokenVerifier:
         self._bearer[digest] = principal
 
     def verify_bearer(self, token: str) -> Principal | None:
-        return self._bearer.get(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+        return self._bearer.get(_sha256(token.encode("utf-8", "surrogatepass")).digest())
 
     def verify_api_key(self, api_key: str, api_secret: str) -> Principal | None:
         expected = self._api.get(api_key)

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .events import FailEvent, Observer
 from .reasons import Action, Reason
-from .request import FailParams, check_fields, read_fields
+from .request import FailParams, check_fields, read_params
 from .response import HEADERS, SUCCESS_CODE, FailResponse, error_body, status_line, success_json
 from .stores.base import TicketStore, ticket_hash, well_formed
 
@@ -152,7 +152,7 @@ class BackchannelFailMiddleware:
             principal, service = self._authenticate(environ, route)
             if not principal.covers(service):
                 raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
-            params = check_fields(read_fields(environ, self.max_body_bytes))
+            params = read_params(environ, self.max_body_bytes)
             deleted = self._delete(service, params.ticket)
         except ApiError as exc:
             error = exc
@@ -193,7 +193,7 @@ class BackchannelFailMiddleware:
             service = route[1]
             if not header:
                 raise Unauthorized("Authorization header is missing.", _BEARER, "missing")
-            if scheme.lower() != "bearer":
+            if scheme != "Bearer" and scheme.lower() != "bearer":
                 raise Unauthorized("the Authorization header must use the Bearer scheme.", _BEARER, "scheme")
             if not _B64TOKEN.fullmatch(credentials):
                 raise Unauthorized("the access token is malformed.", _bearer_error("malformed"), "malformed")
