@@ -18,8 +18,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 import schemathesis
+import yaml
 from conftest import GRANTS, ROOT, SERVICE, LiveServer
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
@@ -29,6 +31,8 @@ from ._support import BASIC_OWN, BEARER_OWN, Answer, check_contract, report
 EXAMPLES = min(int(os.environ.get("CIBA_FUZZ_EXAMPLES", "40")), 2000)
 
 schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
+_DESCRIPTION = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+FORM_SCHEMA = jsonschema.Draft7Validator(_DESCRIPTION["components"]["schemas"]["FailRequestForm"])
 
 _counts: Counter[str] = Counter()
 
@@ -48,17 +52,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def _description_gap(case: schemathesis.Case, response: Any) -> str | None:
     """Name the known gap between docs/openapi.yaml and the contract this answer shows, if any.
 
-    - FailRequestForm allows additional properties of any type, so an array is sent as a
-      repeated form field, which the middleware rejects ("a field given twice is a 400").
+    - FailRequestForm allows additional properties of any type, so an array or object is
+      sent as repeated form fields, which the middleware rejects ("a field given twice is a
+      400").
     - errorUri's pattern allows any RFC 6749 character, but the contract also requires a
       URI-reference (RFC 3986 4.1).
     """
     if response.status_code != 400 or case.method != "POST" or not isinstance(case.body, dict):
         return None
+    if case.media_type == "application/x-www-form-urlencoded" and not FORM_SCHEMA.is_valid(case.body):
+        # schemathesis's coverage phase sometimes labels as valid a form that breaks the
+        # description (an errorUri outside its pattern): not a gap, and a 400 is right.
+        return "form outside the description, sent as valid by schemathesis"
     message = response.json()["resultMessage"]
     if (
         case.media_type == "application/x-www-form-urlencoded"
-        and any(isinstance(value, list) and len(value) > 1 for value in case.body.values())
+        and any(isinstance(value, list | dict) for value in case.body.values())
         and message.startswith("[A185201] /backchannel/authentication/fail, the form has the field '")
         and message.endswith("' more than once.")
     ):
