@@ -70,7 +70,7 @@ class Demo:
         return [json.loads(line) for line in new]
 
 
-def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, **env: str) -> Demo:
+def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, threads: int = 4, **env: str) -> Demo:
     db, audit = tmp / "tickets.sqlite3", tmp / "audit.jsonl"
     base = {
         "CIBA_STORE_URL": f"sqlite:///{db}",
@@ -90,7 +90,7 @@ def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, **env: st
             "CIBA_DEMO_API_BASE_URL": f"http://127.0.0.1:{port}",
             "CIBA_DEMO_ACCESS_TOKEN": SERVICE_TOKEN,
         }
-        extra = ("--bind", f"127.0.0.1:{port}", "--threads", "4")
+        extra = ("--bind", f"127.0.0.1:{port}", "--threads", str(threads))
     server = LiveServer("example_app.wsgi:app", {**base, **env}, workers=workers, extra=extra)
     demo = Demo(server, server.url, db, audit)
     demo.new_audit()

@@ -31,7 +31,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Demo]]:
     started: list[Demo] = []
 
     def run(**env: str) -> Demo:
-        demo = start_demo(tmp_path, via_http=True, workers=1, **env)
+        demo = start_demo(tmp_path, via_http=True, workers=2, threads=1, **env)
         started.append(demo)
         return demo
 
@@ -92,8 +92,9 @@ def test_a_failed_fail_call_still_answers_server_error(
 
 def not_authlete(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """A server that answers 200 with an action Authlete never sends."""
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [b'{"resultCode":"A185001","action":"OK","responseContent":"{}"}']
+    body = b'{"resultCode":"A185001","action":"OK","responseContent":"{}"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def test_an_answer_authlete_python_cannot_read_still_answers_server_error(start: Callable[..., Demo]) -> None:
