@@ -44,6 +44,7 @@ from jsonschema import Draft4Validator
 from openapi_spec_validator import validate as validate_spec
 
 from ciba_middleware import errors
+from ciba_middleware.request import check_fields
 from ciba_middleware.stores import new_ticket
 
 DOCS = ROOT / "docs"
@@ -88,11 +89,18 @@ def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema -> JSON Schema draft 4: ``nullable: true`` becomes a type union."""
+    """OpenAPI 3.0 schema -> JSON Schema draft 4 for Python's ``re``.
+
+    ``nullable: true`` becomes a type union, and a pattern's final ``$`` becomes ``\\Z``:
+    in ECMA-262, which patterns follow, ``$`` is the end of the string, while Python's also
+    matches before a final newline.
+    """
     if isinstance(node, dict):
         converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
         if node.get("nullable") is True and "type" in node:
             converted["type"] = [node["type"], "null"]
+        if isinstance(node.get("pattern"), str) and node["pattern"].endswith("$"):
+            converted["pattern"] = node["pattern"][:-1] + "\\Z"
         return converted
     if isinstance(node, list):
         return [_json_schema(item) for item in node]
@@ -620,18 +628,60 @@ def test_real_answer_matches_the_documents(
         assert errors_of(authlete_spec, their["content"]["application/json"]["schema"], body) == []
 
 
-def test_the_request_schema_rejects_what_the_server_rejects(spec: dict[str, Any]) -> None:
-    """The field errors of the 400 cases above are errors of the documented request schema too."""
+FIELD_VALUES = [
+    *(("ticket", value) for value in ("", "x", new_ticket(), "ü", 5, True, ["a"], {"a": 1}, None)),
+    *(("reason", value) for value in ("ACCESS_DENIED", "UNKNOWN_USER_ID", "access_denied", "", "NOPE", 1, None)),
+    *(
+        ("errorDescription", value)
+        for value in ("No such user.", "a!#[]^~", "", 'say "hi"', "back\\slash", "tab\tx", "é", "x\n", 3, None)
+    ),
+    *(
+        ("errorUri", value)
+        for value in (
+            "https://as.example.com/errors/unknown_user_id",
+            "https://as.example.com/e?q=1&r=%20#frag",
+            "http://[::1]:8080/p",
+            "urn:example:error",
+            "/relative/path",
+            "#fragment",
+            "mailto:ops@example.com",
+            "",
+            "%zz",
+            "http://a b",
+            ":no-scheme",
+            "http://x/%4",
+            "http://a]b",
+            'http://a"b',
+            "http://a\\b",
+            "https://ünicode.example",
+            ["https://as.example.com"],
+            None,
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), FIELD_VALUES, ids=lambda v: repr(v)[:30])
+def test_the_request_schema_accepts_exactly_what_the_middleware_accepts(
+    spec: dict[str, Any], name: str, value: Any
+) -> None:
+    """The documented JSON field schemas (patterns, enums, types) against ``check_fields`` itself."""
     schema = resolve(spec, spec["paths"][V3]["post"]["requestBody"])["content"]["application/json"]["schema"]
-    for rejected in (
-        {"reason": "NOPE"},
-        {"reason": 1},
-        {"errorDescription": ""},
-        {"errorDescription": 'say "hi"'},
-        {"errorUri": "http://x y"},
-        {"ticket": 5},
-    ):
-        assert errors_of(spec, schema, rejected) != [], rejected
+    try:
+        check_fields({name: value})
+    except errors.InvalidParameter:
+        accepted = False
+    else:
+        accepted = True
+    assert (errors_of(spec, schema, {name: value}) == []) is accepted
+
+
+def test_the_form_schema_allows_each_field_once(spec: dict[str, Any]) -> None:
+    """A form field given twice is a 400: the description allows no arrays, unknown fields included."""
+    schema = resolve(spec, spec["paths"][V3]["post"]["requestBody"])["content"]["application/x-www-form-urlencoded"]
+    assert errors_of(spec, schema["schema"], {"reason": "ACCESS_DENIED", "extra": "x"}) == []
+    assert errors_of(spec, schema["schema"], {"reason": ["ACCESS_DENIED", "ACCESS_DENIED"]}) != []
+    assert errors_of(spec, schema["schema"], {"extra": ["a", "b"]}) != []
 
 
 def test_every_documented_status_is_exercised(spec: dict[str, Any]) -> None:
