@@ -407,3 +407,45 @@ def test_redis_killed_under_load_and_restored(tmp_path: Path) -> None:
     assert log.count("Booting worker") == 2
     assert recovered
     assert survivors == []
+
+
+# -- callers that go away ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("announced", "sent"),
+    [
+        pytest.param(100, b'{"reason":', id="body-shorter-than-content-length"),
+        pytest.param(30, b"", id="no-body-at-all"),
+    ],
+)
+def test_a_caller_that_hangs_up_mid_body_costs_nothing(
+    fault_server: tuple[LiveServer, Path], announced: int, sent: bytes
+) -> None:
+    import socket
+
+    server, _ = fault_server
+    head = (
+        f"POST /api/{SERVICE}{SUFFIX} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {BEARER_OWN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {announced}\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(head + sent)
+            sock.shutdown(socket.SHUT_WR)  # the caller is gone before the body is complete
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        # gunicorn reports the short body to the app as a short read: the contract's 400.
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b'"resultCode":"A185201"' in answer
+    started = time.monotonic()
+    response = requests.post(
+        server.url + f"/api/{SERVICE}{SUFFIX}",
+        json={"reason": "ACCESS_DENIED"},
+        headers={"Authorization": BEARER_OWN},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert time.monotonic() - started < 2
+    log = server.log()
+    assert "Traceback" not in log
+    assert "WORKER TIMEOUT" not in log
