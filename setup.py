@@ -40,7 +40,18 @@ EXTRAS["test"] = sorted(
         "PyYAML>=6.0",
     }
 )
-EXTRAS["dev"] = sorted({*EXTRAS["test"], "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-requests"})
+EXTRAS["dev"] = sorted(
+    {
+        *EXTRAS["test"],
+        "ruff>=0.6",
+        "mypy>=1.10",
+        "types-PyYAML",
+        "types-requests",
+        # benchmarks/: profiling the hot path
+        "py-spy>=0.3",
+        "pyinstrument>=4.6",
+    }
+)
 
 setup(
     name="ciba-middleware",

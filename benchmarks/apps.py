@@ -1,0 +1,287 @@
+"""The applications the benchmarks compare, each importable by gunicorn.
+
+``application`` is chosen by ``BENCH_APP`` (one of :data:`APPS`), so every variant runs
+under the same server with the same settings::
+
+    BENCH_APP=floor gunicorn benchmarks.apps:application
+
+The variants:
+
+``flask_bare`` / ``flask_wrapped``
+    A minimal Flask app, alone and with the middleware in front (``app.wsgi_app =
+    BackchannelFailMiddleware(app.wsgi_app, ...)``, as the docs recommend). Requests to
+    ``/hello`` pass through: the cost measured is the middleware's pass-through check.
+``floor``
+    A raw WSGI app that reads the same JSON body, parses it and returns a fixed JSON answer
+    with the same headers: what any Python implementation of the endpoint costs at least.
+``fail``
+    The fail API (:class:`BackchannelFailMiddleware` around a 404 app) with the store named
+    by ``CIBA_STORE_URL`` (``memory://`` by default).
+``flask_route``
+    The same endpoint written by hand as a plain Flask route, with the same checks
+    (bearer token by digest, content type, JSON object, field types, reason, RFC 6749
+    characters in errorDescription / errorUri, ticket deleted from the same kind of store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, request
+
+from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, sha256_hex
+from ciba_middleware.config import not_found_app
+from ciba_middleware.stores import TicketStore, store_from_url
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+SERVICE = "715948317"
+#: A bench-only token, never a real secret.
+TOKEN = "bench-token-715948317-Zq3x"
+GRANTS = [{"service": SERVICE, "token_sha256": sha256_hex(TOKEN)}]
+FAIL_PATH = f"/api/{SERVICE}/backchannel/authentication/fail"
+HELLO_PATH = "/hello"
+
+_HEADERS = [
+    ("Content-Type", "application/json;charset=UTF-8"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+]
+
+
+def flask_hello() -> Flask:
+    """The minimal Flask app of the pass-through comparison."""
+    app = Flask("bench_hello")
+
+    @app.get(HELLO_PATH)
+    def hello() -> str:
+        return "Hello, World!"
+
+    @app.get("/__ready__")
+    def ready() -> str:
+        return "ok"
+
+    return app
+
+
+def flask_wrapped(store: TicketStore | None = None) -> Flask:
+    app = flask_hello()
+    app.wsgi_app = BackchannelFailMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app,
+        store=store or store_from_url("memory://"),
+        verifier=StaticTokenVerifier(GRANTS),
+    )
+    return app
+
+
+_SUCCESS = "[A185001] Successfully generated an error response for the backchannel authentication request."
+_FLOOR_BODY = json.dumps(
+    {
+        "resultCode": "A185001",
+        "resultMessage": _SUCCESS,
+        "action": "FORBIDDEN",
+        "responseContent": '{"error":"access_denied"}',
+    },
+    separators=(",", ":"),
+).encode()
+_FLOOR_HEADERS = [*_HEADERS, ("Content-Length", str(len(_FLOOR_BODY)))]
+
+
+def floor(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Parse the JSON body, answer a fixed JSON: the least any implementation does."""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        json.loads(environ["wsgi.input"].read(int(length)))
+    start_response("200 OK", _FLOOR_HEADERS)
+    return [_FLOOR_BODY]
+
+
+def fail_api(store: TicketStore | None = None) -> BackchannelFailMiddleware:
+    return BackchannelFailMiddleware(
+        not_found_app,
+        store=store or store_from_url(os.environ.get("CIBA_STORE_URL", "memory://")),
+        verifier=StaticTokenVerifier(GRANTS),
+    )
+
+
+# -- the endpoint written by hand as a Flask route ----------------------------------------
+
+_REASONS = {
+    "ACCESS_DENIED": "FORBIDDEN",
+    "EXPIRED_LOGIN_HINT_TOKEN": "BAD_REQUEST",
+    "INVALID_BINDING_MESSAGE": "BAD_REQUEST",
+    "INVALID_TARGET": "BAD_REQUEST",
+    "INVALID_USER_CODE": "BAD_REQUEST",
+    "MISSING_USER_CODE": "BAD_REQUEST",
+    "SERVER_ERROR": "INTERNAL_SERVER_ERROR",
+    "UNAUTHORIZED_CLIENT": "BAD_REQUEST",
+    "UNKNOWN_USER_ID": "BAD_REQUEST",
+}
+_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
+_URI = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_TICKET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+_TOKENS = {hashlib.sha256(TOKEN.encode()).digest(): {SERVICE}}
+
+
+def flask_route(store: TicketStore | None = None) -> Flask:
+    """The fail endpoint as a user would write it in Flask, with the same checks."""
+    app = Flask("bench_route")
+    tickets = store or store_from_url(os.environ.get("CIBA_STORE_URL", "memory://"))
+
+    def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        body = {"resultCode": code, "resultMessage": f"[{code}] {message}"}
+        response = Response(json.dumps(body), status, headers, content_type="application/json;charset=UTF-8")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    @app.post("/api/<service>/backchannel/authentication/fail")
+    def fail(service: str) -> Response:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        services = _TOKENS.get(hashlib.sha256(token.encode()).digest()) if scheme.lower() == "bearer" else None
+        if services is None:
+            return error(401, "A185211", "the access token is not valid.", {"WWW-Authenticate": "Bearer"})
+        if not any(hmac.compare_digest(service, s) for s in services):
+            return error(403, "A185212", "the credentials do not cover the service.")
+        if request.mimetype != "application/json":
+            return error(415, "A185203", "use application/json.")
+        data: Any = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            return error(400, "A185201", "the body must be a JSON object.")
+        fields = {}
+        for name in ("ticket", "reason", "errorDescription", "errorUri"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                return error(400, "A185202", f"'{name}' must be a string or null.")
+            fields[name] = value
+        reason = fields["reason"] or "SERVER_ERROR"
+        action = _REASONS.get(reason)
+        if action is None:
+            return error(400, "A185202", "'reason' is not a known reason.")
+        description, uri = fields["errorDescription"], fields["errorUri"]
+        if description is not None and not _DESCRIPTION.fullmatch(description):
+            return error(400, "A185202", "'errorDescription' has characters RFC 6749 does not allow.")
+        if uri is not None and not _URI.fullmatch(uri):
+            return error(400, "A185202", "'errorUri' has characters RFC 6749 does not allow.")
+        ticket = fields["ticket"]
+        if ticket and _TICKET.fullmatch(ticket):
+            tickets.delete(service, ticket)
+        content = {"error": reason.lower()}
+        if description is not None:
+            content["error_description"] = description
+        if uri is not None:
+            content["error_uri"] = uri
+        body = {
+            "resultCode": "A185001",
+            "resultMessage": _SUCCESS,
+            "action": action,
+            "responseContent": json.dumps(content, separators=(",", ":")),
+        }
+        response = Response(json.dumps(body, separators=(",", ":")), 200, content_type="application/json;charset=UTF-8")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    @app.get("/__ready__")
+    def ready() -> str:
+        return "ok"
+
+    return app
+
+
+APPS: dict[str, Callable[[], WSGIApplication]] = {
+    "flask_bare": flask_hello,
+    "flask_wrapped": flask_wrapped,
+    "floor": lambda: floor,
+    "fail": fail_api,
+    "flask_route": flask_route,
+}
+
+
+def _from_env() -> WSGIApplication | None:
+    name = os.environ.get("BENCH_APP")
+    if not name:
+        return None
+    return APPS[name]()
+
+
+application = _from_env()
+
+
+# -- a reference: the same work, written flat ---------------------------------------------
+
+
+def flat_checks(store: TicketStore | None = None) -> WSGIApplication:
+    """The fail API's work for the benchmark's requests, in one flat function.
+
+    Not a product path and not a baseline: a reference for docs/performance.md. It does
+    the same per-call work as the middleware on the happy path (route, method, Bearer
+    format, token digest lookup, service covered, media type, Content-Length, body, JSON
+    with the duplicate-member hook, field types, reason, errorDescription characters,
+    ticket format, store delete, pre-encoded answer) and skips everything else (errors,
+    observers, API v2, errorUri, structure). How close it gets to the raw floor is the
+    ceiling of any structured implementation of these checks in Python.
+    """
+    from ciba_middleware import request as checks
+    from ciba_middleware import response
+    from ciba_middleware.reasons import Reason
+    from ciba_middleware.stores.base import well_formed
+
+    tickets = store or store_from_url("memory://")
+    token_re = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+    digests = {hashlib.sha256(TOKEN.encode()).digest(): frozenset((SERVICE,))}
+    routes = {FAIL_PATH: SERVICE}
+    plain = {
+        r: ((*_HEADERS, ("Content-Length", str(len(response.success_json(r))))), response.success_json(r))
+        for r in Reason
+    }
+    media_type = checks._media_type
+    scan = checks._scan_json
+    reasons = checks._REASONS
+    description_re = checks._DESCRIPTION
+    sha256 = hashlib.sha256
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        service = routes[environ["PATH_INFO"]]
+        if environ.get("REQUEST_METHOD") != "POST":
+            raise ValueError("not POST")
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme != "Bearer" or not token_re.fullmatch(credentials):
+            raise ValueError("not a bearer token")
+        services = digests.get(sha256(credentials.encode("utf-8", "surrogatepass")).digest())
+        if services is None or service not in services:
+            raise ValueError("not allowed")
+        is_json, charset = media_type(environ.get("CONTENT_TYPE", ""))
+        length = environ.get("CONTENT_LENGTH", "")
+        if not is_json or not length.isdigit() or int(length) > 16384:
+            raise ValueError("not a JSON body")
+        body = environ["wsgi.input"].read(int(length))
+        text = body.decode(charset)
+        fields, end = scan(text, 0)
+        if end != len(text) or text[:1] != "{":
+            raise ValueError("not one JSON object")
+        get = fields.get
+        ticket, reason, description = get("ticket"), get("reason"), get("errorDescription")
+        if ticket is not None and type(ticket) is not str:
+            raise ValueError("ticket")
+        found = reasons[reason] if reason is not None else Reason.SERVER_ERROR
+        if description is not None and (type(description) is not str or not description_re.fullmatch(description)):
+            raise ValueError("errorDescription")
+        if ticket and well_formed(ticket):
+            tickets.delete(service, ticket)
+        if description is None:
+            headers, answer = plain[found]
+            start_response("200 OK", list(headers))
+            return [answer]
+        answer = response.success_json(found, description)
+        start_response("200 OK", [*_HEADERS, ("Content-Length", str(len(answer)))])
+        return [answer]
+
+    return app

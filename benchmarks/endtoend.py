@@ -1,0 +1,128 @@
+"""Sections 1 (under gunicorn) and 3: real servers, real sockets, alternating rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import loadgen
+from .apps import FAIL_PATH, HELLO_PATH, TOKEN
+from .loadgen import Target
+from .profiles import Profile
+from .servers import servers
+from .stats import Row, median, ratios, spread
+from .workload import StoreSpec, bodies, issue, write_bodies
+
+#: Throughput targets against the raw floor, per store (issue 6).
+TARGETS = {"memory": 0.90, "redis": 0.75, "sqlite": 0.60, "postgresql": 0.60}
+
+
+def _rounds(targets: dict[str, Target], profile: Profile) -> dict[str, list[loadgen.Throughput]]:
+    names = list(targets)
+    results: dict[str, list[loadgen.Throughput]] = {name: [] for name in names}
+    for index in range(profile.rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = loadgen.throughput(targets[name], seconds=profile.seconds, connections=profile.connections)
+            if result.bad:
+                raise RuntimeError(f"{name}: {result.bad} of {result.requests} requests failed")
+            results[name].append(result)
+    return results
+
+
+def pass_through(profile: Profile, log_dir: Path) -> list[Row]:
+    specs: dict[str, tuple[str, dict[str, str]]] = {"bare": ("flask_bare", {}), "wrapped": ("flask_wrapped", {})}
+    with servers(specs, workers=profile.workers, log_dir=log_dir) as running:
+        targets = {name: Target(server.url, HELLO_PATH) for name, server in running.items()}
+        for target in targets.values():
+            loadgen.check_answers(target)
+            loadgen.warm(target)
+        runs = _rounds(targets, profile)
+    bare = [r.requests_per_s for r in runs["bare"]]
+    wrapped = [r.requests_per_s for r in runs["wrapped"]]
+    per_round = ratios(wrapped, bare)
+    return [
+        Row(
+            "1 pass-through",
+            "gunicorn: Flask wrapped / bare",
+            median(per_round),
+            "%",
+            baseline=f"bare Flask {median(bare):,.0f} req/s, wrapped {median(wrapped):,.0f}",
+            target=0.98,
+            spread=spread(per_round),
+        )
+    ]
+
+
+def fail_end_to_end(
+    profile: Profile, stores: Sequence[StoreSpec], log_dir: Path, fixed_rate: float | None
+) -> list[Row]:
+    usable = [spec for spec in stores if spec.available]
+    rows: list[Row] = [
+        Row(
+            "3 end to end",
+            f"gunicorn: {spec.name} store / raw floor",
+            float("nan"),
+            "%",
+            detail=f"not measured: {spec.why}",
+        )
+        for spec in stores
+        if not spec.available
+    ]
+    # Each variant gets bodies naming tickets that exist in its store (fresh ones for the
+    # floor and memory://), the same mix of reasons, the same token.
+    files: dict[str, Path] = {}
+    memory_like = next(spec for spec in usable if spec.name == "memory")
+    for name, spec in [("floor", memory_like), *((spec.name, spec) for spec in usable)]:
+        files[name] = write_bodies(log_dir / f"bodies-{name}.txt", bodies(issue(spec, profile.tickets)))
+    specs: dict[str, tuple[str, dict[str, str]]] = {"floor": ("floor", {})}
+    for spec in usable:
+        specs[spec.name] = ("fail", {"CIBA_STORE_URL": spec.url})
+    with servers(specs, workers=profile.workers, log_dir=log_dir) as running:
+        targets = {name: Target(server.url, FAIL_PATH, files[name], TOKEN) for name, server in running.items()}
+        for target in targets.values():
+            loadgen.check_answers(target)
+        for target in targets.values():
+            loadgen.warm(target)
+        runs = _rounds(targets, profile)
+        floor = [r.requests_per_s for r in runs["floor"]]
+        slowest = min(median([r.requests_per_s for r in results]) for results in runs.values())
+        offered = fixed_rate or max(50.0, (slowest * 0.5) // 50 * 50)
+        latencies = {}
+        for name, target in targets.items():
+            # Bodies from the end of the file: tickets the throughput rounds may not have used.
+            target.offset = profile.tickets // 2
+            latencies[name] = loadgen.fixed_rate(target, rate=offered, seconds=profile.latency_seconds)
+    floor_latency = latencies["floor"]
+    rows.insert(
+        0,
+        Row(
+            "3 end to end",
+            "gunicorn: raw floor (baseline)",
+            median(floor),
+            "req/s",
+            detail=f"p50 {floor_latency.p50_ms:.2f} ms, p99 {floor_latency.p99_ms:.2f} ms "
+            f"at {offered:,.0f} req/s offered",
+        ),
+    )
+    for spec in usable:
+        name = spec.name
+        through = [r.requests_per_s for r in runs[name]]
+        per_round = ratios(through, floor)
+        latency = latencies[name]
+        bad = f", {latency.bad} failed" if latency.bad else ""
+        rows.insert(
+            len([r for r in rows if r.value == r.value]),
+            Row(
+                "3 end to end",
+                f"gunicorn: {name} store / raw floor",
+                median(per_round),
+                "%",
+                baseline=f"{median(through):,.0f} req/s",
+                target=TARGETS.get(name),
+                spread=spread(per_round),
+                detail=f"p50 {latency.p50_ms:.2f} ms, p99 {latency.p99_ms:.2f} ms at {offered:,.0f} req/s offered{bad}",
+                extra={"p50_ms": latency.p50_ms, "p99_ms": latency.p99_ms},
+            ),
+        )
+    return rows

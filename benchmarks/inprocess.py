@@ -1,0 +1,185 @@
+"""Sections 1 and 2 in process: the WSGI callables called directly, in alternating rounds."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ciba_middleware import request as request_module
+from ciba_middleware.stores import store_from_url
+
+from . import apps
+from .profiles import Profile
+from .stats import Row, median, ratios, spread
+from .workload import Calls, bodies
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+
+def rate(calls: Calls, app: WSGIApplication, count: int, offset: int = 0) -> float:
+    started = time.perf_counter()
+    calls.run(app, count, offset)
+    return count / (time.perf_counter() - started)
+
+
+def alternate(calls: Calls, variants: dict[str, WSGIApplication], *, count: int, rounds: int) -> dict[str, list[float]]:
+    """Calls/s of each variant per round; the order rotates every round (A B C, B C A, ...)."""
+    names = list(variants)
+    for name in names:  # warm up: imports, caches, the first store connection
+        calls.run(variants[name], max(100, count // 10))
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(rate(calls, variants[name], count, index * count))
+    return results
+
+
+def pass_through(profile: Profile) -> list[Row]:
+    calls = Calls.hello()
+    runs = alternate(
+        calls,
+        {"bare": apps.flask_hello(), "wrapped": apps.flask_wrapped()},
+        count=profile.passthrough_calls,
+        rounds=profile.rounds,
+    )
+    per_round = ratios(runs["wrapped"], runs["bare"])
+    return [
+        Row(
+            "1 pass-through",
+            "in process: Flask wrapped / bare",
+            median(per_round),
+            "%",
+            baseline=f"bare Flask {median(runs['bare']):,.0f} calls/s, wrapped {median(runs['wrapped']):,.0f}",
+            target=0.99,
+            spread=spread(per_round),
+        )
+    ]
+
+
+def fail_in_process(profile: Profile) -> list[Row]:
+    count = profile.fail_calls
+    # Tickets that exist in each variant's memory store at first: later rounds find them
+    # deleted, which is answered the same.
+    tickets = [store_from_url("memory://").issue(apps.SERVICE) for _ in range(min(count * profile.rounds, 50_000))]
+    calls = Calls.fail(bodies(tickets))
+    fail_store = store_from_url("memory://")
+    route_store = store_from_url("memory://")
+    flat_store = store_from_url("memory://")
+    for store in (fail_store, route_store, flat_store):
+        for ticket in tickets:
+            store._tickets[ticket] = (apps.SERVICE, time.monotonic() + 3600)  # type: ignore[attr-defined]
+    variants: dict[str, WSGIApplication] = {
+        "floor": apps.floor,
+        "fail": apps.fail_api(fail_store),
+        "flask": apps.flask_route(route_store),
+        "flat": apps.flat_checks(flat_store),
+    }
+    _check_same_answer(calls, variants)
+    # The Flask route is several times slower: give it fewer calls per round, same rounds.
+    runs = alternate(calls, {k: v for k, v in variants.items() if k != "flask"}, count=count, rounds=profile.rounds)
+    flask_runs = alternate(
+        calls, {"fail": variants["fail"], "flask": variants["flask"]}, count=max(200, count // 5), rounds=profile.rounds
+    )
+    vs_floor = ratios(runs["fail"], runs["floor"])
+    vs_flask = ratios(flask_runs["fail"], flask_runs["flask"])
+    rows = [
+        Row(
+            "2 fail in process",
+            "in process: fail API (memory) / raw floor",
+            median(vs_floor),
+            "%",
+            baseline=f"floor {median(runs['floor']):,.0f} calls/s, fail API {median(runs['fail']):,.0f}",
+            target=0.60,
+            spread=spread(vs_floor),
+        ),
+        Row(
+            "2 fail in process",
+            "in process: fail API (memory) / Flask route",
+            median(vs_flask),
+            "x",
+            baseline=f"Flask route {median(flask_runs['flask']):,.0f} calls/s, "
+            f"fail API {median(flask_runs['fail']):,.0f}",
+            target=5.0,
+            spread=spread(vs_flask),
+        ),
+    ]
+    vs_flat = ratios(runs["flat"], runs["floor"])
+    rows.append(
+        Row(
+            "2 fail in process",
+            "reference: same checks, one flat function / raw floor",
+            median(vs_flat),
+            "%",
+            baseline=f"flat {median(runs['flat']):,.0f} calls/s; the ceiling of these checks in Python",
+            spread=spread(vs_flat),
+        )
+    )
+    rows.append(_duplicate_check_cost(calls, median(runs["fail"]), profile))
+    return rows
+
+
+def _check_same_answer(calls: Calls, variants: dict[str, WSGIApplication]) -> None:
+    """The fail API and the Flask route must answer alike, or the comparison means nothing."""
+    answers = {}
+    for name, app in variants.items():
+        if name == "floor":
+            continue
+        seen: list[str] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+            seen.append(status)  # noqa: B023 (called before the loop moves on)
+
+        template, body = calls.environs[3]
+        environ = template.copy()
+        environ["wsgi.input"] = io.BytesIO(body)
+        out = b"".join(app(environ, start_response))
+        answers[name] = (seen[0], json.loads(out))
+    if len({json.dumps(a, sort_keys=True) for a in answers.values()}) != 1:
+        raise RuntimeError(f"the variants answer differently: {answers}")
+
+
+def _duplicate_check_cost(calls: Calls, fail_rate: float, profile: Profile) -> Row:
+    """What rejecting duplicate JSON members costs: the scan with its hook against the bare C scan."""
+    texts = [body.decode() for _, body in calls.environs[:64]]
+    with_hook: Callable[[str, int], object] = request_module._scan_json
+    without: Callable[[str, int], object] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+    count = max(2000, profile.fail_calls)
+
+    def time_scan(scan: Callable[[str, int], object]) -> float:
+        started = time.perf_counter()
+        for i in range(count):
+            scan(texts[i & 63], 0)
+        return (time.perf_counter() - started) / count
+
+    time_scan(with_hook)  # warm up
+    time_scan(without)
+    hook_times: list[float] = []
+    bare_times: list[float] = []
+    for _ in range(profile.rounds):
+        hook_times.append(time_scan(with_hook))
+        bare_times.append(time_scan(without))
+    extra = [h - b for h, b in zip(hook_times, bare_times, strict=True)]
+    share = median(extra) * fail_rate
+    return Row(
+        "2 fail in process",
+        "duplicate-member check: share of a call",
+        share,
+        "%",
+        detail=f"{median(extra) * 1e9:,.0f} ns per body (scan with the hook {median(hook_times) * 1e9:,.0f} ns, "
+        f"without {median(bare_times) * 1e9:,.0f} ns)",
+        spread=spread([e * fail_rate for e in extra]),
+    )
+
+
+def all_rows(profile: Profile, sections: Sequence[str]) -> list[Row]:
+    rows: list[Row] = []
+    if "1" in sections:
+        rows += pass_through(profile)
+    if "2" in sections:
+        rows += fail_in_process(profile)
+    return rows

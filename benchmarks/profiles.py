@@ -1,0 +1,54 @@
+"""How long and how often: the quick (smoke) profile and the full one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    rounds: int
+    #: in-process calls per round
+    passthrough_calls: int
+    fail_calls: int
+    #: seconds of load per round and variant under gunicorn
+    seconds: float
+    connections: int
+    #: tickets issued in each shared store before the end-to-end rounds
+    tickets: int
+    #: seconds of fixed-rate load per variant for p50 / p99
+    latency_seconds: float
+    #: calls counted for store round trips, and for RSS growth
+    count_calls: int
+    rss_calls: int
+    workers: int = 2
+
+
+QUICK = Profile(
+    "quick",
+    rounds=1,
+    passthrough_calls=300,
+    fail_calls=1000,
+    seconds=1,
+    connections=4,
+    tickets=200,
+    latency_seconds=0.5,
+    count_calls=100,
+    rss_calls=500,
+)
+
+FULL = Profile(
+    "full",
+    rounds=9,
+    passthrough_calls=4000,
+    fail_calls=20000,
+    seconds=4,
+    connections=8,
+    tickets=20000,
+    latency_seconds=6,
+    count_calls=2000,
+    rss_calls=100_000,
+)
+
+PROFILES = {"quick": QUICK, "full": FULL}

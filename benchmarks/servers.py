@@ -1,0 +1,121 @@
+"""gunicorn servers for the end-to-end rows: one process group per variant, same settings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The settings every server gets (see docs/performance.md): gunicorn's default sync
+#: worker, one worker per core, no access log.
+WORKER_CLASS = "sync"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``."""
+
+    def __init__(self, app: str, *, workers: int, env: Mapping[str, str] | None = None, log_dir: Path) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **(env or {}), "BENCH_APP": app, "PYTHONUNBUFFERED": "1"}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
+        self.log_path = log_dir / f"gunicorn-{app}-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                WORKER_CLASS,
+                "--backlog",
+                "2048",
+                "--graceful-timeout",
+                "5",
+                "benchmarks.apps:application",
+            ],
+            env=full_env,
+            cwd=str(ROOT),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Until the server answers (or raise, with the end of its log)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn ({self.app}) exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"GET /__ready__ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if s.recv(16).startswith(b"HTTP/1."):
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn ({self.app}) did not start within {timeout}s:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def servers(
+    specs: Mapping[str, tuple[str, Mapping[str, str]]], *, workers: int, log_dir: Path
+) -> Iterator[dict[str, Server]]:
+    """Start one server per ``name: (app, env)``; stop them all on the way out."""
+    started: dict[str, Server] = {}
+    try:
+        for name, (app, env) in specs.items():
+            started[name] = Server(app, workers=workers, env=env, log_dir=log_dir)
+        for server in started.values():  # started together, waited for in turn
+            server.wait()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")

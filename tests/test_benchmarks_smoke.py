@@ -1,0 +1,86 @@
+"""The benchmark suite runs, briefly, and prints every row (``python -m benchmarks --quick``).
+
+Never a time assertion: the figures of a smoke run mean nothing. The suite's own checks
+still hold: every variant must answer 200 with the same body before it is timed, or the
+run fails. Stores that are unreachable here print a row saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = [
+    "in process: Flask wrapped / bare",
+    "gunicorn: Flask wrapped / bare",
+    "in process: fail API (memory) / raw floor",
+    "in process: fail API (memory) / Flask route",
+    "duplicate-member check: share of a call",
+    "gunicorn: raw floor (baseline)",
+    "gunicorn: memory store / raw floor",
+    "gunicorn: sqlite store / raw floor",
+    "gunicorn: redis store / raw floor",
+    "gunicorn: postgresql store / raw floor",
+    "redis: round trips per fail call",
+    "postgresql: statements per fail call",
+    "sqlite: statements per fail call",
+    "memory: RSS growth",
+    "sqlite: RSS growth",
+    "redis: RSS growth",
+    "postgresql: RSS growth",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ROWS)
+def test_the_quick_profile_prints_every_row(quick_run: str, row: str) -> None:
+    lines = [line for line in quick_run.splitlines() if line.startswith("|") and row in line]
+    assert len(lines) == 1, f"row {row!r} not printed once in:\n{quick_run}"
+    cells = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    # value column: a figure, or n/a with the reason in the detail column
+    assert cells[2], lines[0]
+    if cells[2] == "n/a":
+        assert "not measured:" in cells[-1], lines[0]
+
+
+@pytest.mark.slow
+def test_the_table_names_the_machine_and_the_profile(quick_run: str) -> None:
+    assert "quick profile" in quick_run
+    assert "cores" in quick_run
+    assert "Python" in quick_run
+
+
+def test_the_hot_path_profile_runs() -> None:
+    pytest.importorskip("pyinstrument")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--profile-hot-path", "2000"],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "_serve" in done.stdout
