@@ -221,7 +221,14 @@ class RedisTicketStore:
             raise StoreError(f"redis: {exc}") from exc
 
     def close(self) -> None:
+        # RedisCluster.close() leaves its nodes' connection pools connected (redis-py 8.1),
+        # so their sockets would linger until garbage collection: disconnect them too.
+        get_nodes = getattr(self.client, "get_nodes", None)
+        nodes = get_nodes() if get_nodes is not None else []
         self.client.close()
+        for node in nodes:
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
 
 
 def _errors(redis_mod: Any) -> tuple[type[BaseException], ...]:

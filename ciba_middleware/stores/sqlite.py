@@ -152,6 +152,9 @@ class SQLiteTicketStore:
             row = self._connection().execute(self._exists_sql, (ticket, service_id, time.time())).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be stored, so no such ticket exists.
+            return False
         return row is not None
 
     def delete(self, service_id: str, ticket: str) -> bool:
@@ -159,6 +162,8 @@ class SQLiteTicketStore:
             cursor = self._connection().execute(self._delete_sql, (ticket, service_id, time.time()))
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
+        except UnicodeEncodeError:
+            return False
         return cursor.rowcount == 1
 
     def sweep(self) -> int:

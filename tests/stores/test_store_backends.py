@@ -3,12 +3,14 @@ out their data, and riding over a server restart."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port, unique_name
@@ -131,11 +133,22 @@ def test_redis_delete_is_one_script_call(private_redis: PrivateRedis, open_store
         raw.close()
 
 
-def test_redis_cluster_is_built_from_its_url(redis_cluster: PrivateRedis, open_store: OpenStore) -> None:
+def test_redis_cluster_is_built_from_its_url_and_closes_every_socket(
+    redis_cluster: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from redis.cluster import RedisCluster
 
-    store = open_store(f"redis+cluster://127.0.0.1:{redis_cluster.port}?key_prefix={unique_name()}:")
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    store = store_from_url(f"redis+cluster://127.0.0.1:{redis_cluster.port}?key_prefix={unique_name()}:")
     assert isinstance(store.client, RedisCluster)  # type: ignore[attr-defined]
+    ticket = store.issue("42", ttl=30)
+    assert store.delete("42", ticket) is True
+    store.close()
+    del store
+    gc.collect()
+    # redis-py's RedisCluster.close() alone leaves a socket for the garbage collector.
+    assert [str(u.exc_value) for u in unraisable] == []
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------

@@ -44,12 +44,26 @@ def test_delete_only_by_its_service_and_only_once(store_url: str, open_store: Op
         pytest.param("A" * 43, id="well-formed-never-issued"),
         pytest.param("", id="empty"),
         pytest.param("x:y*?[]", id="glob-and-colon"),
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("\ud800", id="lone-surrogate"),
     ],
 )
 def test_a_ticket_never_issued(store_url: str, open_store: OpenStore, ticket: str) -> None:
     store = open_store(store_url)
     assert store.exists("715948317", ticket) is False
     assert store.delete("715948317", ticket) is False
+
+
+@pytest.mark.parametrize(
+    "service",
+    [pytest.param("715948317\x00", id="nul"), pytest.param("715948317\ud800", id="lone-surrogate")],
+)
+def test_a_service_that_cannot_be_stored_owns_nothing(store_url: str, open_store: OpenStore, service: str) -> None:
+    store = open_store(store_url)
+    ticket = store.issue("715948317", ttl=60)
+    assert store.exists(service, ticket) is False
+    assert store.delete(service, ticket) is False
+    assert store.exists("715948317", ticket) is True
 
 
 @pytest.mark.parametrize(
