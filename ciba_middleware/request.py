@@ -125,7 +125,8 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
     length_header = environ.get("CONTENT_LENGTH", "")
     stream = environ["wsgi.input"]
     if length_header:
-        if not length_header.isdigit():
+        # isdigit() alone also accepts "²" or "١٢", which int() rejects or misreads.
+        if not (length_header.isascii() and length_header.isdigit()):
             raise BadRequest(f"Content-Length '{_show_text(length_header)}' is not a number of bytes.")
         length = int(length_header)
         if length > limit:
