@@ -198,6 +198,30 @@ def redis_cluster() -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateRedis, str]]:
+    """A private Redis that also listens with TLS, and a ``rediss://`` URL trusting its
+    self-signed certificate."""
+    openssl = _binary("openssl")
+    certs = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    server = PrivateRedis(
+        *("--tls-port", str(tls_port), "--tls-cert-file", str(certs / "cert.pem")),
+        *("--tls-key-file", str(certs / "key.pem"), "--tls-auth-clients", "no"),
+    )
+    yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certs / 'cert.pem'}"
+    server.close()
+
+
+@pytest.fixture(scope="session")
 def redis_unix() -> Iterator[PrivateRedis]:
     """A private Redis, for its Unix socket."""
     server = PrivateRedis()
@@ -222,7 +246,7 @@ def drop_postgres_table(url: str, table: str) -> None:
         conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
-BACKENDS = ["memory", "sqlite", "redis", "redis+unix", "redis+cluster", "postgresql", "postgresql+unix"]
+BACKENDS = ["memory", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "postgresql", "postgresql+unix"]
 #: Backends several processes can share (one of each kind: the Redis variants share their code).
 SHARED = ["sqlite", "redis", "postgresql"]
 
@@ -237,6 +261,9 @@ def _url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
     if backend == "redis":
         base = request.getfixturevalue("redis_url")
         return f"{base}?key_prefix={name}:", lambda: drop_redis_keys(base, name)
+    if backend == "rediss":
+        _, url = request.getfixturevalue("redis_tls")
+        return f"{url}&key_prefix={name}:", lambda: None
     if backend == "redis+unix":
         server = request.getfixturevalue("redis_unix")
         return f"redis+unix://{server.socket}?key_prefix={name}:", lambda: None
