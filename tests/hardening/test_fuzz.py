@@ -282,13 +282,15 @@ def bodies(draw: st.DrawFn, tickets: list[str]) -> bytes:
 @st.composite
 def content_lengths(draw: st.DrawFn, body: bytes) -> str | None:
     kind = draw(st.integers(0, 9))
-    if kind <= 6:
+    if kind <= 5:
         return None  # the exact length
-    if kind == 7:
+    if kind == 6:
         return ""
-    if kind == 8:
+    if kind == 7:
         return str(draw(st.integers(0, len(body) + 10)))
-    return draw(st.sampled_from(["-1", "1e3", " 5", "0x10", "99999999999999999999", "١٢", "abc"]))
+    if kind == 8:
+        return draw(st.sampled_from(["-1", "1e3", " 5", "0x10", "99999999999999999999", "١٢", "²", "abc"]))
+    return draw(st.text(max_size=6))
 
 
 # -- the property ---------------------------------------------------------------------
@@ -352,6 +354,8 @@ def test_any_request_gets_the_contract_or_passes_through(request_: tuple[str, di
     if is_route(env["PATH_INFO"], prefix):
         assert len(app.calls) == before, f"route {env['PATH_INFO']!r} reached the app"
         data = check_contract(answer, env["REQUEST_METHOD"])
+        # The memory store cannot fail: a 500 here would be an unexpected exception.
+        assert answer.status != 500, answer
         _counts[f"route:{answer.status}:{data.get('resultCode', 'HEAD')}"] += 1
     else:
         assert len(app.calls) == before + 1, f"{env['PATH_INFO']!r} did not reach the app"
