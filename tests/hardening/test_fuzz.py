@@ -25,7 +25,9 @@ from conftest import ORG_SERVICES, OTHER_SERVICE, SERVICE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ciba_middleware import FailEvent
 from ciba_middleware.reasons import Reason
+from ciba_middleware.stores import ticket_hash
 from ciba_middleware.stores.memory import MemoryTicketStore
 
 from ._support import (
@@ -308,16 +310,36 @@ def report() -> Iterator[None]:
             out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+class RecordingStore(MemoryTicketStore):
+    """Answers deletes like a store whose tickets never run out, and records every call.
+
+    The tickets stay, so every generated request can hit a live one, and the test sees
+    exactly which (service, ticket) the middleware asked the store to delete.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deletes: list[tuple[str, str]] = []
+
+    def delete(self, service_id: str, ticket: str) -> bool:
+        self.deletes.append((service_id, ticket))
+        return self.exists(service_id, ticket)
+
+
 class World:
     """One middleware per prefix around a sentinel app, with live tickets of three services."""
 
     def __init__(self) -> None:
-        self.store = MemoryTicketStore()
+        self.store = MemoryTicketStore()  # for the oracle property: tickets really go
+        self.recording = RecordingStore()
+        self.events: list[FailEvent] = []
         self.apps = {p: SentinelApp() for p in PREFIXES}
         self.middlewares = {
-            p: middleware(self.apps[p], store=self.store, prefix=p, max_body_bytes=16384) for p in PREFIXES
+            p: middleware(self.apps[p], store=self.recording, prefix=p, observers=[self.events.append])
+            for p in PREFIXES
         }
-        self.tickets = [self.store.issue(s) for s in (SERVICE, OTHER_SERVICE, "1001") for _ in range(3)]
+        self.oracle = middleware(SentinelApp(), store=self.store)
+        self.tickets = [self.recording.issue(s) for s in (SERVICE, OTHER_SERVICE, "1001") for _ in range(3)]
 
 
 WORLD = World()
@@ -349,6 +371,8 @@ def test_any_request_gets_the_contract_or_passes_through(request_: tuple[str, di
     prefix, env = request_
     app, mw = WORLD.apps[prefix], WORLD.middlewares[prefix]
     before = len(app.calls)
+    WORLD.recording.deletes.clear()
+    WORLD.events.clear()
     answer = call(mw, env)  # raises if anything escapes
     _counts["requests"] += 1
     if is_route(env["PATH_INFO"], prefix):
@@ -356,9 +380,25 @@ def test_any_request_gets_the_contract_or_passes_through(request_: tuple[str, di
         data = check_contract(answer, env["REQUEST_METHOD"])
         # The memory store cannot fail: a 500 here would be an unexpected exception.
         assert answer.status != 500, answer
+        # The store is asked to delete only for an authorized call, only the ticket sent,
+        # and only within the service addressed, which the principal covers.
+        (event,) = WORLD.events
+        assert len(WORLD.recording.deletes) <= 1
+        for service, ticket in WORLD.recording.deletes:
+            _counts["store_deletes"] += 1
+            _counts["store_deletes_of_a_live_ticket"] += ticket in WORLD.tickets
+            assert answer.status == 200, answer
+            assert event.principal is not None
+            assert event.principal.covers(service)
+            assert service == event.service_id
+            assert ticket_hash(ticket) == event.ticket_hash
+            if event.route == "v3":
+                assert env["PATH_INFO"].endswith(f"/{service}{SUFFIX}")
         _counts[f"route:{answer.status}:{data.get('resultCode', 'HEAD')}"] += 1
     else:
         assert len(app.calls) == before + 1, f"{env['PATH_INFO']!r} did not reach the app"
+        assert WORLD.recording.deletes == []
+        assert WORLD.events == []
         seen_environ, seen_start_response = app.calls[-1]
         assert seen_environ is env
         assert seen_start_response is answer.start_response
@@ -390,7 +430,7 @@ def test_well_formed_calls_get_exactly_the_right_answer(
     reason: Reason | None, description: str | None, uri: str | None, form: bool, route: str
 ) -> None:
     store = WORLD.store
-    mw = WORLD.middlewares[""]
+    mw = WORLD.oracle
     ticket = store.issue(SERVICE)
     other = store.issue(OTHER_SERVICE)
     fields: dict[str, Any] = {"ticket": ticket, "reason": reason and reason.value}
