@@ -251,7 +251,7 @@ BACKENDS = ["memory", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster"
 SHARED = ["sqlite", "redis", "postgresql"]
 
 
-def _url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[], None]]:
+def url_for_backend(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[], None]]:
     """A fresh, empty store URL for ``backend``, and how to remove what the test left."""
     name = unique_name()
     if backend == "memory":
@@ -283,7 +283,7 @@ def _url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty store, once per backend."""
-    url, cleanup = _url_for(request.param, request, tmp_path)
+    url, cleanup = url_for_backend(request.param, request, tmp_path)
     yield url
     cleanup()
 
@@ -291,7 +291,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(params=SHARED)
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty store that several processes can share, once per such backend."""
-    url, cleanup = _url_for(request.param, request, tmp_path)
+    url, cleanup = url_for_backend(request.param, request, tmp_path)
     yield url
     cleanup()
 

@@ -7,45 +7,21 @@ for a second store object (another node) and for the second server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from conftest import OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 
 from ciba_middleware.stores import TicketStore
 
-from .conftest import _url_for
-
-SUCCESS_MESSAGE = "[A185001] Successfully generated an error response for the backchannel authentication request."
-API_HEADERS = {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def fail(server: LiveServer, service: str, token: str, ticket: str, reason: str) -> requests.Response:
-    return requests.post(
-        f"{server.url}/api/{service}/backchannel/authentication/fail",
-        json={"ticket": ticket, "reason": reason},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-
-
-def assert_success(response: requests.Response, action: str, error: str) -> None:
-    assert response.status_code == 200
-    assert {name: response.headers[name] for name in API_HEADERS} == API_HEADERS
-    assert response.json() == {
-        "resultCode": "A185001",
-        "resultMessage": SUCCESS_MESSAGE,
-        "action": action,
-        "responseContent": json.dumps({"error": error}, separators=(",", ":")),
-    }
+from ._http import assert_success, fail
+from .conftest import url_for_backend
 
 
 @pytest.fixture(params=["redis", "postgresql"])
 def node_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url, cleanup = _url_for(request.param, request, tmp_path)
+    url, cleanup = url_for_backend(request.param, request, tmp_path)
     yield url
     cleanup()
 

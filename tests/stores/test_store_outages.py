@@ -18,8 +18,8 @@ from conftest import SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 from ciba_middleware.errors import StoreError
 from ciba_middleware.stores import TicketStore
 
+from ._http import API_HEADERS, assert_success, fail
 from .conftest import RECOVERY, down_and_up
-from .test_store_nodes import API_HEADERS, assert_success, fail
 
 STORE_FAILED = {
     "resultCode": "A185101",
@@ -30,6 +30,8 @@ STORE_FAILED = {
 }
 #: The longest a fail call may take while the store is down, with the URL's 0.5 s timeouts.
 BOUND = 2.0
+#: A well-formed ticket, so that the middleware asks the store rather than answering alone.
+NEVER_ISSUED = "T" * 43
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
@@ -49,7 +51,7 @@ def test_a_store_outage_gives_500s_fast_and_heals(
     backend.kill()
     for _ in range(3):
         started = time.monotonic()
-        answer = fail(server, SERVICE, SERVICE_TOKEN, store_ticket_shape(), "ACCESS_DENIED")
+        answer = fail(server, SERVICE, SERVICE_TOKEN, NEVER_ISSUED, "ACCESS_DENIED")
         assert time.monotonic() - started < BOUND
         assert answer.status_code == 500
         assert {name: answer.headers[name] for name in API_HEADERS} == API_HEADERS
@@ -75,8 +77,3 @@ def test_a_store_outage_gives_500s_fast_and_heals(
         time.sleep(0.1)
     assert_success(answer, "FORBIDDEN", "access_denied")
     assert not store.exists(SERVICE, ticket)
-
-
-def store_ticket_shape() -> str:
-    """A well-formed ticket, so the middleware asks the store rather than answering alone."""
-    return "T" * 43
