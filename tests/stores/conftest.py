@@ -53,7 +53,11 @@ class PrivateRedis:
         self.extra = extra
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def start(self) -> None:
         self.process = subprocess.Popen(
