@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from typing import Protocol, runtime_checkable
 
+from ..errors import ConfigurationError
+
 __all__ = [
     "DEFAULT_TTL",
     "TicketStore",
+    "checked_ttl",
+    "default_ttl_option",
     "new_ticket",
     "ticket_hash",
     "well_formed",
@@ -23,6 +28,21 @@ DEFAULT_TTL = 600.0
 # token_urlsafe(32) gives 43 characters; accept a little more so tickets issued by a
 # later version with more entropy still pass.
 _TICKET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def checked_ttl(ttl: object, name: str = "ttl") -> float:
+    """``ttl`` as seconds, or ValueError unless it is a positive, finite number."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise ValueError(f"{name} must be positive, not {ttl!r}")
+    return float(ttl)
+
+
+def default_ttl_option(ttl: object) -> float:
+    """A store's ``default_ttl`` option, checked when the store is built."""
+    try:
+        return checked_ttl(ttl, "default_ttl")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def new_ticket() -> str:

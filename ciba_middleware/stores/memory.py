@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import DEFAULT_TTL, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
 
 __all__ = ["MemoryTicketStore"]
 
@@ -33,8 +33,7 @@ class MemoryTicketStore:
     schemes = ("memory",)
 
     def __init__(self, *, default_ttl: float = DEFAULT_TTL) -> None:
-        if default_ttl <= 0:
-            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        default_ttl = default_ttl_option(default_ttl)
         self.default_ttl = default_ttl
         # ticket -> (service_id, expires_at)
         self._tickets: dict[str, tuple[str, float]] = {}
@@ -49,9 +48,7 @@ class MemoryTicketStore:
         return cls(**options)
 
     def issue(self, service_id: str, ttl: float | None = None) -> str:
-        ttl = self.default_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         ticket = new_ticket()
         now = time.monotonic()
         expires_at = now + ttl

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
 
 if TYPE_CHECKING:
     import psycopg
@@ -118,8 +118,7 @@ class PostgreSQLTicketStore:
         psycopg_mod, pool_mod = _import_psycopg()
         from psycopg import sql
 
-        if not (isinstance(default_ttl, int | float) and math.isfinite(default_ttl) and default_ttl > 0):
-            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        default_ttl = default_ttl_option(default_ttl)
         for option, value in (("table", table), ("schema", schema)):
             if value is not None and not (isinstance(value, str) and _IDENTIFIER.fullmatch(value)):
                 raise ConfigurationError(
@@ -358,9 +357,7 @@ class PostgreSQLTicketStore:
     # -- the protocol -------------------------------------------------------------------
 
     def issue(self, service_id: str, ttl: float | None = None) -> str:
-        ttl = self.default_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         if not _storable(service_id):
             raise ValueError("a service ID stored in PostgreSQL cannot hold NUL or lone surrogates")
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
 
 if TYPE_CHECKING:
     import redis
@@ -115,8 +115,7 @@ class RedisTicketStore:
         default_ttl: float = DEFAULT_TTL,
         key_prefix: str = DEFAULT_KEY_PREFIX,
     ) -> None:
-        if not (isinstance(default_ttl, int | float) and math.isfinite(default_ttl) and default_ttl > 0):
-            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        default_ttl = default_ttl_option(default_ttl)
         if not isinstance(key_prefix, str):
             raise ConfigurationError(f"key_prefix must be a string, not {type(key_prefix).__name__}")
         redis_mod = _import_redis()
@@ -186,9 +185,7 @@ class RedisTicketStore:
         return self._prefix + ticket.encode("utf-8", "surrogatepass")
 
     def issue(self, service_id: str, ttl: float | None = None) -> str:
-        ttl = self.default_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         milliseconds = max(1, math.ceil(ttl * 1000))
         service = _encode(service_id)
         try:

@@ -17,16 +17,20 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
 
 __all__ = ["SQLiteTicketStore"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-# Sweep expired rows once every this many issues per connection: cheap, and bounded.
+# Idle connections kept for reuse; more threads at once open and close their own.
+_MAX_IDLE = 16
+# Sweep expired rows once every this many issues: cheap, and bounded.
 _SWEEP_EVERY = 256
 
 
@@ -49,8 +53,7 @@ class SQLiteTicketStore:
         timeout: float = 5.0,
         table: str = "ciba_tickets",
     ) -> None:
-        if default_ttl <= 0:
-            raise ConfigurationError(f"default_ttl must be positive, not {default_ttl!r}")
+        default_ttl = default_ttl_option(default_ttl)
         if timeout < 0:
             raise ConfigurationError(f"sqlite timeout must not be negative, not {timeout!r}")
         if not _IDENTIFIER.fullmatch(table):
@@ -59,18 +62,24 @@ class SQLiteTicketStore:
         self.default_ttl = default_ttl
         self.timeout = timeout
         self.table = table
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # Idle connections, reused by whichever thread comes next. Not one per thread: a
+        # server that starts a thread per request would otherwise leak a file per request.
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._schema_ready = False
+        self._issued = 0
         self._issue_sql = f"INSERT INTO {table} (ticket, service, expires_at) VALUES (?, ?, ?)"
         self._exists_sql = f"SELECT 1 FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
         self._delete_sql = f"DELETE FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
         self._sweep_sql = f"DELETE FROM {table} WHERE expires_at <= ?"
-        # ":memory:" would give each thread a database of its own; share one instead.
+        # ":memory:" would give each connection a database of its own: keep exactly one,
+        # used by one thread at a time.
         self._shared = path == ":memory:"
+        self._shared_lock = threading.Lock()
         # Create the schema now, so a bad path fails at start-up, not on the first request.
         try:
-            self._connection()
+            self._release(self._open())
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open SQLite ticket store {path!r}: {exc}") from exc
 
@@ -96,16 +105,32 @@ class SQLiteTicketStore:
                 raise ConfigurationError(f"unknown sqlite store option {key!r} (known: timeout, table)")
         return cls(path, **options)
 
-    def _connection(self) -> sqlite3.Connection:
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        # A connection must not cross a fork: a gunicorn worker opens its own.
-        if conn is not None and local.pid == os.getpid():
-            return conn
-        conn = self._connections[0] if self._shared and self._connections else self._open()
-        local.conn = conn
-        local.pid = os.getpid()
-        local.issued = 0
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one statement, taken from the idle ones or opened."""
+        if self._pid != os.getpid():
+            # A connection must not cross a fork: a gunicorn worker opens its own. The
+            # parent's are dropped, not closed, as SQLite asks.
+            self._idle, self._pid = [], os.getpid()
+        if self._shared:
+            with self._shared_lock:
+                yield self._idle[0] if self._idle else self._release(self._open())
+            return
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    def _release(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return conn
+        conn.close()
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -113,7 +138,7 @@ class SQLiteTicketStore:
             self.path,
             timeout=self.timeout,
             isolation_level=None,  # autocommit: every statement is its own transaction
-            check_same_thread=False,  # only so close() can close every thread's connection
+            check_same_thread=False,  # a connection moves between threads, used by one at a time
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         if not self._shared:
@@ -121,35 +146,34 @@ class SQLiteTicketStore:
             # WAL + NORMAL is durable against application crashes; a power loss may lose
             # the last tickets, which only makes those requests fail as expired.
             conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
-            "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
-            ") WITHOUT ROWID"
-        )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table} (expires_at)")
-        with self._lock:
-            self._connections.append(conn)
+        if not self._schema_ready:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
+                ") WITHOUT ROWID"
+            )
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table} (expires_at)")
+            self._schema_ready = True
         return conn
 
     def issue(self, service_id: str, ttl: float | None = None) -> str:
-        ttl = self.default_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, not {ttl!r}")
+        ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         ticket = new_ticket()
         now = time.time()
+        self._issued += 1
         try:
-            conn = self._connection()
-            conn.execute(self._issue_sql, (ticket, service_id, now + ttl))
-            self._local.issued += 1
-            if self._local.issued % _SWEEP_EVERY == 0:
-                conn.execute(self._sweep_sql, (now,))
+            with self._connection() as conn:
+                conn.execute(self._issue_sql, (ticket, service_id, now + ttl))
+                if self._issued % _SWEEP_EVERY == 0:
+                    conn.execute(self._sweep_sql, (now,))
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         return ticket
 
     def exists(self, service_id: str, ticket: str) -> bool:
         try:
-            row = self._connection().execute(self._exists_sql, (ticket, service_id, time.time())).fetchone()
+            with self._connection() as conn:
+                row = conn.execute(self._exists_sql, (ticket, service_id, time.time())).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         except UnicodeEncodeError:
@@ -159,29 +183,31 @@ class SQLiteTicketStore:
 
     def delete(self, service_id: str, ticket: str) -> bool:
         try:
-            cursor = self._connection().execute(self._delete_sql, (ticket, service_id, time.time()))
+            with self._connection() as conn:
+                deleted = conn.execute(self._delete_sql, (ticket, service_id, time.time())).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         except UnicodeEncodeError:
             return False
-        return cursor.rowcount == 1
+        return deleted == 1
 
     def sweep(self) -> int:
         """Delete expired rows now; returns how many. ``issue`` does this now and then."""
         try:
-            return self._connection().execute(self._sweep_sql, (time.time(),)).rowcount
+            with self._connection() as conn:
+                return conn.execute(self._sweep_sql, (time.time(),)).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
     def ping(self) -> None:
         try:
-            self._connection().execute("SELECT 1").fetchone()
+            with self._connection() as conn:
+                conn.execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._idle = self._idle, []
         for conn in connections:
             conn.close()
-        self._local = threading.local()

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ciba_middleware.stores import TicketStore, well_formed
+from ciba_middleware.errors import ConfigurationError
+from ciba_middleware.stores import TicketStore, store_from_url, well_formed
 
 from . import _race
 
@@ -104,11 +105,26 @@ def test_default_ttl_is_an_option_of_every_store(store_url: str, open_store: Ope
     assert store.exists("715948317", ticket) is False
 
 
-@pytest.mark.parametrize("ttl", [pytest.param(0, id="zero"), pytest.param(-1.5, id="negative")])
+BAD_TTLS = [
+    pytest.param(0, id="zero"),
+    pytest.param(-1.5, id="negative"),
+    pytest.param(float("nan"), id="nan"),
+    pytest.param(float("inf"), id="infinite"),
+    pytest.param("60", id="string"),
+]
+
+
+@pytest.mark.parametrize("ttl", BAD_TTLS)
 def test_a_ttl_must_be_positive(store_url: str, open_store: OpenStore, ttl: float) -> None:
     store = open_store(store_url)
     with pytest.raises(ValueError, match="ttl must be positive"):
         store.issue("715948317", ttl=ttl)
+
+
+@pytest.mark.parametrize("ttl", BAD_TTLS)
+def test_a_default_ttl_must_be_positive(store_url: str, ttl: float) -> None:
+    with pytest.raises(ConfigurationError, match="default_ttl must be positive"):
+        store_from_url(store_url, default_ttl=ttl)
 
 
 def test_ping_reaches_the_backend(store_url: str, open_store: OpenStore) -> None:
