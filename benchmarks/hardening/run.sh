@@ -18,7 +18,7 @@ echo "== the long fuzz profile"
 CIBA_FUZZ_REPORT="$OUT/fuzz.jsonl" PYTHON="$PYTHON" bash benchmarks/hardening/fuzz.sh "${FUZZ_EXAMPLES:-60000}"
 
 echo "== schemathesis, long profile"
-CIBA_FUZZ_EXAMPLES="${SCHEMATHESIS_EXAMPLES:-1000}" CIBA_HARDENING_REPORT="$OUT/tests.jsonl" \
+CIBA_FUZZ_EXAMPLES="${SCHEMATHESIS_EXAMPLES:-400}" CIBA_HARDENING_REPORT="$OUT/tests.jsonl" \
   "$PYTHON" -m pytest tests/hardening/test_openapi_fuzz.py -q -p no:cacheprovider
 
 echo "== timing of secret checks"
