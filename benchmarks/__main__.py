@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from . import costs, endtoend, inprocess, loadgen
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="ciba-bench-"))
     stores = store_specs(work_dir, run_id)
     rows: list[Row] = []
+    failed = False
     try:
         for section in sections:
             section_started = time.monotonic()
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "4":
                 rows += costs.all_rows(profile, stores, work_dir)
             print(f"# section {section} done in {time.monotonic() - section_started:.0f} s", file=sys.stderr)
+    except Exception:
+        failed = True
+        traceback.print_exc()
+        print("# the run failed: the rows measured so far follow", file=sys.stderr)
     finally:
         for spec in stores:
             cleanup(spec, run_id)
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, default=str))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -146,13 +147,25 @@ def postgres_round_trips(spec: StoreSpec, count: int) -> Row:
 def sqlite_statements(spec: StoreSpec, count: int) -> Row:
     """SQLite is a library, not a server: count the statements its connection runs."""
     calls = _calls_for(spec, count)
-    app, store = _warm_app(spec)
     statements: list[str] = []
-    store._connection().set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda statement: statements.append(statement) if counting else None)
+        return conn
+
+    # Every connection the store opens from here on reports its statements.
+    counting = False
+    sqlite3.connect = traced  # type: ignore[assignment]
     try:
+        app, store = _warm_app(spec)
+        counting = True
         calls.run(app, count)
-    finally:
+        counting = False
         store.close()
+    finally:
+        sqlite3.connect = connect
     return Row(
         "4 cost per call",
         "sqlite: statements per fail call",

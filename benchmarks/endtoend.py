@@ -17,12 +17,15 @@ from .workload import StoreSpec, bodies, issue, write_bodies
 TARGETS = {"memory": 0.90, "redis": 0.75, "sqlite": 0.60, "postgresql": 0.60}
 
 
-def _rounds(targets: dict[str, Target], profile: Profile) -> dict[str, list[loadgen.Throughput]]:
+def _rounds(targets: dict[str, Target], profile: Profile, rounds: int) -> dict[str, list[loadgen.Throughput]]:
+    """Each round runs every variant once, the order rotating; each round starts at a new
+    part of the bodies, so that as long as there are tickets, every call deletes one."""
     names = list(targets)
     results: dict[str, list[loadgen.Throughput]] = {name: [] for name in names}
-    for index in range(profile.rounds):
+    for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
+            targets[name].offset = index * profile.tickets // rounds
             result = loadgen.throughput(targets[name], seconds=profile.seconds, connections=profile.connections)
             if result.bad:
                 raise RuntimeError(f"{name}: {result.bad} of {result.requests} requests failed")
@@ -37,7 +40,7 @@ def pass_through(profile: Profile, log_dir: Path) -> list[Row]:
         for target in targets.values():
             loadgen.check_answers(target)
             loadgen.warm(target)
-        runs = _rounds(targets, profile)
+        runs = _rounds(targets, profile, profile.passthrough_rounds)
     bare = [r.requests_per_s for r in runs["bare"]]
     wrapped = [r.requests_per_s for r in runs["wrapped"]]
     per_round = ratios(wrapped, bare)
@@ -84,14 +87,12 @@ def fail_end_to_end(
             loadgen.check_answers(target)
         for target in targets.values():
             loadgen.warm(target)
-        runs = _rounds(targets, profile)
+        runs = _rounds(targets, profile, profile.rounds)
         floor = [r.requests_per_s for r in runs["floor"]]
-        slowest = min(median([r.requests_per_s for r in results]) for results in runs.values())
-        offered = fixed_rate or max(50.0, (slowest * 0.5) // 50 * 50)
+        offered = fixed_rate or profile.rate
         latencies = {}
         for name, target in targets.items():
-            # Bodies from the end of the file: tickets the throughput rounds may not have used.
-            target.offset = profile.tickets // 2
+            target.offset = 0
             latencies[name] = loadgen.fixed_rate(target, rate=offered, seconds=profile.latency_seconds)
     floor_latency = latencies["floor"]
     rows.insert(

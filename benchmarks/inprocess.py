@@ -20,22 +20,31 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 
-def rate(calls: Calls, app: WSGIApplication, count: int, offset: int = 0) -> float:
-    started = time.perf_counter()
-    calls.run(app, count, offset)
-    return count / (time.perf_counter() - started)
+#: Each round interleaves the variants in this many slices, so that a burst of load from
+#: elsewhere on the machine falls on every variant alike.
+SLICES = 20
 
 
 def alternate(calls: Calls, variants: dict[str, WSGIApplication], *, count: int, rounds: int) -> dict[str, list[float]]:
-    """Calls/s of each variant per round; the order rotates every round (A B C, B C A, ...)."""
+    """Calls/s of each variant per round. A round runs ``count`` calls of each variant in
+    slices, the variants taking turns and the order rotating every slice (A B C, B C A, ...)."""
     names = list(variants)
     for name in names:  # warm up: imports, caches, the first store connection
         calls.run(variants[name], max(100, count // 10))
+    per_slice = max(1, count // SLICES)
     results: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
     for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            results[name].append(rate(calls, variants[name], count, index * count))
+        spent = dict.fromkeys(names, 0.0)
+        for piece in range(SLICES):
+            shift = (index + piece) % len(names)
+            offset = (index * SLICES + piece) * per_slice
+            for name in names[shift:] + names[:shift]:
+                started = clock()
+                calls.run(variants[name], per_slice, offset)
+                spent[name] += clock() - started
+        for name in names:
+            results[name].append(per_slice * SLICES / spent[name])
     return results
 
 

@@ -17,11 +17,14 @@ class Profile:
     connections: int
     #: tickets issued in each shared store before the end-to-end rounds
     tickets: int
-    #: seconds of fixed-rate load per variant for p50 / p99
+    #: seconds of fixed-rate load per variant for p50 / p99, at this rate (requests/s)
     latency_seconds: float
+    rate: float
     #: calls counted for store round trips, and for RSS growth
     count_calls: int
     rss_calls: int
+    #: rounds of the gunicorn pass-through rows (its target leaves the least room)
+    passthrough_rounds: int
     workers: int = 2
 
 
@@ -34,21 +37,25 @@ QUICK = Profile(
     connections=4,
     tickets=200,
     latency_seconds=0.5,
+    rate=100,
     count_calls=100,
     rss_calls=500,
+    passthrough_rounds=1,
 )
 
 FULL = Profile(
     "full",
-    rounds=9,
+    rounds=15,
     passthrough_calls=4000,
     fail_calls=20000,
-    seconds=4,
+    seconds=2,
     connections=8,
-    tickets=20000,
-    latency_seconds=6,
+    tickets=40000,
+    latency_seconds=8,
+    rate=200,
     count_calls=2000,
     rss_calls=100_000,
+    passthrough_rounds=25,
 )
 
 PROFILES = {"quick": QUICK, "full": FULL}

@@ -26,7 +26,7 @@ def main(url: str, count: int) -> None:
     warmup = max(_BATCH, count // 10)
 
     def batch(size: int) -> None:
-        tickets = [store.issue(apps.SERVICE, ttl=60) if i % 10 == 0 else new_ticket() for i in range(size)]
+        tickets = [store.issue(apps.SERVICE, ttl=1) if i % 10 == 0 else new_ticket() for i in range(size)]
         Calls.fail(bodies(tickets)).run(app, size)
 
     for _ in range(0, warmup, _BATCH):
