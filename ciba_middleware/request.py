@@ -7,8 +7,11 @@ of already-decoded values, so the HTTP route and in-process calls share every ch
 from __future__ import annotations
 
 import codecs
+import encodings
+import encodings.aliases
 import functools
 import json
+import pkgutil
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -145,8 +148,23 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
     return b""
 
 
+def _known_codec_names() -> frozenset[str]:
+    names = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+    names.update(module.name for module in pkgutil.iter_modules(encodings.__path__))
+    return frozenset(names)
+
+
+# codecs.lookup() remembers every name it failed to find (encodings._cache), forever: asked
+# only about the names of the standard encodings, it cannot be made to grow by callers
+# sending a new charset name each time.
+_KNOWN_CODECS = _known_codec_names()
+
+
 @functools.lru_cache(maxsize=64)
 def _text_codec(charset: str) -> bool:
+    name = encodings.normalize_encoding(charset.lower().replace(" ", "-"))
+    if name not in _KNOWN_CODECS and name.replace(".", "_") not in _KNOWN_CODECS:
+        return False
     try:
         info = codecs.lookup(charset)
     except LookupError:
