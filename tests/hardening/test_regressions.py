@@ -30,3 +30,41 @@ def test_a_content_length_that_is_not_ascii_digits_is_a_400(content_length: str)
     assert answer.status == 400
     assert data["resultCode"] == "A185201"
     assert "Content-Length" in data["resultMessage"]
+
+
+def _stdlib_says(name: str) -> bool:
+    import codecs
+
+    try:
+        return bool(getattr(codecs.lookup(name), "_is_text_encoding", True))
+    except LookupError:
+        return False
+
+
+def test_every_standard_charset_name_is_still_understood() -> None:
+    import encodings.aliases
+
+    from ciba_middleware.request import _text_codec
+
+    names = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+    variants = {
+        v
+        for n in names
+        for v in (n, n.upper(), n.replace("_", "-"), n.replace("_", " "), n.replace("_", "."), n.replace("_", ""))
+    }
+    differ = [v for v in sorted(variants) if _text_codec(v) != _stdlib_says(v)]
+    assert len(variants) > 1400
+    assert differ == []
+
+
+def test_new_charset_names_do_not_grow_the_codec_cache() -> None:
+    # codecs.lookup() caches every name it could not find in encodings._cache, forever;
+    # before the fix each new charset name an authenticated caller sent grew the process.
+    import encodings
+
+    mw = middleware()
+    before = len(encodings._cache)  # type: ignore[attr-defined]
+    for i in range(2000):
+        answer = call(mw, environ(body=BODY, content_type=f"application/json; charset=x-unknown-{i}"))
+        assert answer.status == 415
+    assert len(encodings._cache) == before  # type: ignore[attr-defined]
