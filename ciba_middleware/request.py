@@ -134,18 +134,29 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
         length = int(length_header)
         if length > limit:
             raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}.")
-        body: bytes = stream.read(length) if length else b""
+        body: bytes = _read(stream, length) if length else b""
         if len(body) != length:
             raise BadRequest(f"the body ended after {len(body)} of the {length} bytes Content-Length announced.")
         return body
     # No Content-Length: a chunked body, readable to its end only where the server says so
     # (gunicorn and Werkzeug set wsgi.input_terminated). Read one byte past the limit.
     if environ.get("wsgi.input_terminated"):
-        body = stream.read(limit + 1)
+        body = _read(stream, limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes.")
         return body
     return b""
+
+
+def _read(stream: Any, size: int) -> bytes:
+    # The server raises its own errors when the caller's framing is broken (gunicorn's
+    # InvalidChunkSize, NoMoreData) or the caller went away: the request's fault, a 400,
+    # not an unexpected error with a traceback in the log.
+    try:
+        data: bytes = stream.read(size)
+    except Exception as exc:
+        raise BadRequest(f"the body could not be read ({type(exc).__name__}); check its framing.") from None
+    return data
 
 
 def _known_codec_names() -> frozenset[str]:
