@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import socket
+from pathlib import Path
 
-from ._support import call, check_contract, environ, middleware
+import pytest
+from conftest import GRANTS, SERVICE, LiveServer
+
+from ._support import BEARER_OWN, SUFFIX, call, check_contract, environ, middleware
 
 BODY = b'{"reason":"ACCESS_DENIED"}'
 
@@ -68,3 +73,67 @@ def test_new_charset_names_do_not_grow_the_codec_cache() -> None:
         answer = call(mw, environ(body=BODY, content_type=f"application/json; charset=x-unknown-{i}"))
         assert answer.status == 415
     assert len(encodings._cache) == before  # type: ignore[attr-defined]
+
+
+class _BrokenInput:
+    """A server's wsgi.input failing the way servers do when the caller's framing breaks."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ConnectionResetError(104, "Connection reset by peer"), id="connection-reset"),
+        pytest.param(OSError("read failed"), id="os-error"),
+        pytest.param(type("InvalidChunkSize", (Exception,), {})("zz"), id="server-parse-error"),
+    ],
+)
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_the_server_cannot_read_is_a_400_not_a_500(
+    error: Exception, framing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = environ(body=BODY)
+    env["wsgi.input"] = _BrokenInput(error)
+    if framing == "chunked":
+        del env["CONTENT_LENGTH"]
+        env["wsgi.input_terminated"] = True
+    answer = call(middleware(), env)
+    data = check_contract(answer)
+    assert answer.status == 400
+    assert data["resultCode"] == "A185201"
+    assert data["resultMessage"].endswith(f"the body could not be read ({type(error).__name__}); check its framing.")
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        pytest.param(b"zz\r\n", id="chunk-size-not-hex"),
+        pytest.param(b"5\r\nab\r\n0\r\n\r\n", id="chunk-shorter-than-its-size"),
+        pytest.param(b"", id="no-chunk-at-all"),
+        pytest.param(b"1a\r\n{", id="caller-gone-mid-chunk"),
+    ],
+)
+def test_broken_chunked_framing_over_gunicorn_is_a_400(chunks: bytes, tmp_path: Path) -> None:
+    env = {"CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}", "CIBA_TOKENS": json.dumps(GRANTS)}
+    server = LiveServer("ciba_middleware.wsgi:application", env)
+    try:
+        head = (
+            f"POST /api/{SERVICE}{SUFFIX} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: {BEARER_OWN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head.encode() + chunks)
+            sock.shutdown(socket.SHUT_WR)
+            response = b"".join(iter(lambda: sock.recv(65536), b""))
+        log = server.log()
+    finally:
+        server.stop()
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n"), response[:200]
+    assert b'"resultCode":"A185201"' in response
+    assert "Traceback" not in log
