@@ -362,7 +362,19 @@ def requests_(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         del env["CONTENT_LENGTH"]
     if draw(st.integers(0, 19)) == 0:
         env["HTTP_X_REQUEST_ID"] = draw(latin1)
+    if draw(st.integers(0, 19)) == 0:
+        env["wsgi.input"] = BrokenInput(draw(st.sampled_from([OSError, ConnectionResetError, ValueError, EOFError])))
     return prefix, env
+
+
+class BrokenInput:
+    """wsgi.input as servers leave it when the caller's framing breaks or the caller is gone."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error("the server could not read the body")
 
 
 @FUZZ
