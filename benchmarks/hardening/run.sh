@@ -18,8 +18,9 @@ echo "== the long fuzz profile"
 CIBA_FUZZ_REPORT="$OUT/fuzz.jsonl" PYTHON="$PYTHON" bash benchmarks/hardening/fuzz.sh "${FUZZ_EXAMPLES:-60000}"
 
 echo "== fail() in process and raw HTTP against gunicorn, long profiles"
+CIBA_FUZZ_EXAMPLES=50000 "$PYTHON" -m pytest tests/hardening/test_fuzz_fail.py -q -p no:cacheprovider
 CIBA_FUZZ_EXAMPLES=100000 CIBA_HARDENING_REPORT="$OUT/tests.jsonl" \
-  "$PYTHON" -m pytest tests/hardening/test_fuzz_fail.py tests/hardening/test_fuzz_http.py -q -p no:cacheprovider
+  "$PYTHON" -m pytest tests/hardening/test_fuzz_http.py -q -p no:cacheprovider
 
 echo "== schemathesis, long profile"
 CIBA_FUZZ_EXAMPLES="${SCHEMATHESIS_EXAMPLES:-400}" CIBA_HARDENING_REPORT="$OUT/tests.jsonl" \
