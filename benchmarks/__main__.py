@@ -8,6 +8,7 @@ process with pyinstrument instead. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the smoke profile: every row, briefly")
     parser.add_argument("--sections", default="1,2,3,4", help="which sections to run (default: all)")
     parser.add_argument("--rate", type=float, help="the offered load for p50/p99 (default: half the slowest)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers per server (default: one per core)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file as JSON")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and the bodies")
     parser.add_argument("--profile-hot-path", type=int, metavar="CALLS", help="profile CALLS in-process calls")
@@ -84,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     profile = PROFILES["quick" if args.quick else "full"]
+    if args.workers:
+        profile = dataclasses.replace(profile, workers=args.workers)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if not loadgen.have_wrk():
         print("note: not using wrk (apt-get install wrk); the Python client is slower", file=sys.stderr)
     started = time.monotonic()
     print(f"# ciba-middleware benchmarks, {profile.name} profile, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"# {machine()}")
+    workers, connections = profile.server_workers, profile.connections
+    print(f"# gunicorn: {workers} sync workers per server; wrk: 1 thread, {connections} connections")
     run_id = new_run_id()
     work_dir = Path(tempfile.mkdtemp(prefix="ciba-bench-"))
     stores = store_specs(work_dir, run_id)

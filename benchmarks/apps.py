@@ -103,6 +103,12 @@ def floor(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     return [_FLOOR_BODY]
 
 
+def fail_api_around(app: WSGIApplication, store: TicketStore | None = None) -> BackchannelFailMiddleware:
+    return BackchannelFailMiddleware(
+        app, store=store or store_from_url("memory://"), verifier=StaticTokenVerifier(GRANTS)
+    )
+
+
 def fail_api(store: TicketStore | None = None) -> BackchannelFailMiddleware:
     return BackchannelFailMiddleware(
         not_found_app,

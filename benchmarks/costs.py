@@ -177,6 +177,23 @@ def sqlite_statements(spec: StoreSpec, count: int) -> Row:
     )
 
 
+def time_per_call(spec: StoreSpec, count: int, memory_us: float | None) -> tuple[Row, float]:
+    """Wall time of one fail call in process, one thread, half the tickets existing: what
+    a store adds to the middleware's own few microseconds."""
+    calls = _calls_for(spec, count)
+    app, store = _warm_app(spec)
+    try:
+        started = time.perf_counter()
+        calls.run(app, count)
+        per_call = (time.perf_counter() - started) / count * 1e6
+    finally:
+        store.close()
+    detail = "half the tickets existed; one thread, in process"
+    if memory_us is not None and spec.name != "memory":
+        detail = f"{per_call - memory_us:,.0f} us more than with memory://; {detail}"
+    return Row("4 cost per call", f"{spec.name}: time per fail call", per_call, "us", detail=detail), per_call
+
+
 def rss_growth(spec: StoreSpec, count: int) -> Row:
     """RSS of a fresh process after a warm-up, then after ``count`` more calls."""
     out = subprocess.run(
@@ -221,6 +238,15 @@ def all_rows(profile: Profile, stores: Sequence[StoreSpec], log_dir: Path) -> li
             )
             continue
         rows.append(counter(spec, profile.count_calls))
+    memory_us: float | None = None
+    for spec in stores:
+        if not spec.available:
+            detail = f"not measured: {spec.why}"
+            rows.append(Row("4 cost per call", f"{spec.name}: time per fail call", float("nan"), "us", detail=detail))
+            continue
+        row, per_call = time_per_call(spec, profile.count_calls, memory_us)
+        memory_us = per_call if spec.name == "memory" else memory_us
+        rows.append(row)
     for spec in stores:
         if not spec.available:
             rows.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ciba_middleware import request as request_module
@@ -17,7 +17,7 @@ from .stats import Row, median, ratios, spread
 from .workload import Calls, bodies
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 #: Each round interleaves the variants in this many slices, so that a burst of load from
@@ -54,9 +54,19 @@ def pass_through(profile: Profile) -> list[Row]:
         calls,
         {"bare": apps.flask_hello(), "wrapped": apps.flask_wrapped()},
         count=profile.passthrough_calls,
-        rounds=profile.rounds,
+        rounds=profile.passthrough_rounds,
     )
     per_round = ratios(runs["wrapped"], runs["bare"])
+    # The middleware's own cost, without Flask's noise around it: an app that does nothing,
+    # alone and wrapped.
+    noop_runs = alternate(
+        calls,
+        {"bare": _noop, "wrapped": apps.fail_api_around(_noop)},
+        count=profile.passthrough_calls * 5,
+        rounds=profile.passthrough_rounds,
+    )
+    extra_ns = [(1 / w - 1 / b) * 1e9 for w, b in zip(noop_runs["wrapped"], noop_runs["bare"], strict=True)]
+    flask_ns = 1e9 / median(runs["bare"])
     return [
         Row(
             "1 pass-through",
@@ -66,8 +76,22 @@ def pass_through(profile: Profile) -> list[Row]:
             baseline=f"bare Flask {median(runs['bare']):,.0f} calls/s, wrapped {median(runs['wrapped']):,.0f}",
             target=0.99,
             spread=spread(per_round),
-        )
+        ),
+        Row(
+            "1 pass-through",
+            "in process: time the middleware adds",
+            median(extra_ns),
+            "ns",
+            detail=f"around an app that does nothing; {median(extra_ns) / flask_ns:.2%} of a bare Flask call "
+            f"({flask_ns / 1000:,.1f} us)",
+            spread=spread(extra_ns),
+        ),
     ]
+
+
+def _noop(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return ()
 
 
 def fail_in_process(profile: Profile) -> list[Row]:

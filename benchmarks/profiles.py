@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -25,7 +26,12 @@ class Profile:
     rss_calls: int
     #: rounds of the gunicorn pass-through rows (its target leaves the least room)
     passthrough_rounds: int
-    workers: int = 2
+    #: gunicorn workers of every server; None: one per core
+    workers: int | None = None
+
+    @property
+    def server_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
 
 QUICK = Profile(
@@ -46,7 +52,7 @@ QUICK = Profile(
 FULL = Profile(
     "full",
     rounds=15,
-    passthrough_calls=4000,
+    passthrough_calls=10000,
     fail_calls=20000,
     seconds=2,
     connections=8,

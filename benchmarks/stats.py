@@ -45,6 +45,10 @@ class Row:
             return f"{self.value:.2f}x"
         if self.unit == "%":
             return f"{self.value * 100:.1f}%"
+        if self.unit == "ns":
+            return f"{self.value:,.0f} ns"
+        if self.unit == "us":
+            return f"{self.value:,.1f} us"
         if self.unit in ("MB", "ms"):
             return f"{self.value:.2f} {self.unit}"
         return f"{self.value:.2f} {self.unit}".strip()

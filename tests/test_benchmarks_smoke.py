@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = [
     "in process: Flask wrapped / bare",
+    "in process: time the middleware adds",
     "gunicorn: Flask wrapped / bare",
     "in process: fail API (memory) / raw floor",
     "in process: fail API (memory) / Flask route",
+    "reference: same checks, one flat function / raw floor",
     "duplicate-member check: share of a call",
     "gunicorn: raw floor (baseline)",
     "gunicorn: memory store / raw floor",
@@ -30,6 +32,10 @@ ROWS = [
     "redis: round trips per fail call",
     "postgresql: statements per fail call",
     "sqlite: statements per fail call",
+    "memory: time per fail call",
+    "sqlite: time per fail call",
+    "redis: time per fail call",
+    "postgresql: time per fail call",
     "memory: RSS growth",
     "sqlite: RSS growth",
     "redis: RSS growth",
