@@ -10,7 +10,7 @@
    request costs a Redis round trip.
 3. Issue the tickets the soak will fail (one request in four carries a real one).
 4. Soak: wrk for ``--duration`` seconds at ``--fraction`` of that capacity (each connection
-   pauses between requests; the pause is calibrated in a 5-second trial). Every answer must
+   pauses between requests; the pause is calibrated in two 5-second trials). Every answer must
    be exactly the expected 200 body. The RSS of each worker is read from /proc every
    ``--sample-every`` seconds.
 5. Check: no error of any kind (socket errors, non-200, a body that differs), every real
