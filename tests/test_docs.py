@@ -801,3 +801,30 @@ def test_curl_example_gives_the_documented_output(
     assert result.returncode == 0, result.stderr
     got = result.stdout.decode().replace("\r\n", "\n").strip("\n")
     assert _DATE.sub("Date: -", got) == _DATE.sub("Date: -", output)
+
+
+#: The pages this test file keeps honest; the others' links are their authors' to check.
+LINKED_PAGES = [
+    ROOT / "README.md",
+    *(DOCS / name for name in ("index.md", "getting-started.md", "configuration.md", "api.md")),
+    *(DOCS / name for name in ("deployment.md", "security.md", "design.md")),
+]
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda p: p.name)
+def test_relative_links_and_anchors_resolve(page: Path) -> None:
+    links = [link for link in _LINK.findall(page.read_text(encoding="utf-8")) if "://" not in link]
+    assert links
+    for link in links:
+        target, _, anchor = link.partition("#")
+        path = (page.parent / target).resolve() if target else page
+        assert path.is_file(), f"{page.name}: {link}"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"{page.name}: {link}"
