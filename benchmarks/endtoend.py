@@ -17,7 +17,9 @@ from .workload import StoreSpec, bodies, issue, write_bodies
 TARGETS = {"memory": 0.90, "redis": 0.75, "sqlite": 0.60, "postgresql": 0.60}
 
 
-def _rounds(targets: dict[str, Target], profile: Profile, rounds: int) -> dict[str, list[loadgen.Throughput]]:
+def _rounds(
+    targets: dict[str, Target], profile: Profile, rounds: int, seconds: float
+) -> dict[str, list[loadgen.Throughput]]:
     """Each round runs every variant once, the order rotating; each round starts at a new
     part of the bodies, so that as long as there are tickets, every call deletes one."""
     names = list(targets)
@@ -26,7 +28,7 @@ def _rounds(targets: dict[str, Target], profile: Profile, rounds: int) -> dict[s
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
             targets[name].offset = index * profile.tickets // rounds
-            result = loadgen.throughput(targets[name], seconds=profile.seconds, connections=profile.connections)
+            result = loadgen.throughput(targets[name], seconds=seconds, connections=profile.connections)
             if result.bad:
                 raise RuntimeError(f"{name}: {result.bad} of {result.requests} requests failed")
             results[name].append(result)
@@ -35,12 +37,12 @@ def _rounds(targets: dict[str, Target], profile: Profile, rounds: int) -> dict[s
 
 def pass_through(profile: Profile, log_dir: Path) -> list[Row]:
     specs: dict[str, tuple[str, dict[str, str]]] = {"bare": ("flask_bare", {}), "wrapped": ("flask_wrapped", {})}
-    with servers(specs, workers=profile.workers, log_dir=log_dir) as running:
+    with servers(specs, workers=profile.server_workers, log_dir=log_dir) as running:
         targets = {name: Target(server.url, HELLO_PATH) for name, server in running.items()}
         for target in targets.values():
             loadgen.check_answers(target)
             loadgen.warm(target)
-        runs = _rounds(targets, profile, profile.passthrough_rounds)
+        runs = _rounds(targets, profile, profile.passthrough_rounds, profile.passthrough_seconds)
     bare = [r.requests_per_s for r in runs["bare"]]
     wrapped = [r.requests_per_s for r in runs["wrapped"]]
     per_round = ratios(wrapped, bare)
@@ -81,13 +83,13 @@ def fail_end_to_end(
     specs: dict[str, tuple[str, dict[str, str]]] = {"floor": ("floor", {})}
     for spec in usable:
         specs[spec.name] = ("fail", {"CIBA_STORE_URL": spec.url})
-    with servers(specs, workers=profile.workers, log_dir=log_dir) as running:
+    with servers(specs, workers=profile.server_workers, log_dir=log_dir) as running:
         targets = {name: Target(server.url, FAIL_PATH, files[name], TOKEN) for name, server in running.items()}
         for target in targets.values():
             loadgen.check_answers(target)
         for target in targets.values():
             loadgen.warm(target)
-        runs = _rounds(targets, profile, profile.rounds)
+        runs = _rounds(targets, profile, profile.rounds, profile.seconds)
         floor = [r.requests_per_s for r in runs["floor"]]
         offered = fixed_rate or profile.rate
         latencies = {}

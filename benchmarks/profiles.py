@@ -24,8 +24,11 @@ class Profile:
     #: calls counted for store round trips, and for RSS growth
     count_calls: int
     rss_calls: int
-    #: rounds of the gunicorn pass-through rows (its target leaves the least room)
+    #: rounds of the pass-through rows (their targets leave the least room); under gunicorn
+    #: each round runs each variant for passthrough_seconds, shorter slices following the
+    #: machine's load more closely
     passthrough_rounds: int
+    passthrough_seconds: float
     #: gunicorn workers of every server; None: one per core
     workers: int | None = None
 
@@ -47,12 +50,13 @@ QUICK = Profile(
     count_calls=100,
     rss_calls=500,
     passthrough_rounds=1,
+    passthrough_seconds=1,
 )
 
 FULL = Profile(
     "full",
     rounds=15,
-    passthrough_calls=10000,
+    passthrough_calls=6000,
     fail_calls=20000,
     seconds=2,
     connections=8,
@@ -61,7 +65,8 @@ FULL = Profile(
     rate=200,
     count_calls=2000,
     rss_calls=100_000,
-    passthrough_rounds=25,
+    passthrough_rounds=40,
+    passthrough_seconds=1,
 )
 
 PROFILES = {"quick": QUICK, "full": FULL}

@@ -44,7 +44,8 @@ class Row:
         if self.unit == "x":
             return f"{self.value:.2f}x"
         if self.unit == "%":
-            return f"{self.value * 100:.1f}%"
+            # two decimals: 98.99% must not print as 99.0% beside a target of 99%
+            return f"{self.value * 100:.2f}%"
         if self.unit == "ns":
             return f"{self.value:,.0f} ns"
         if self.unit == "us":
@@ -69,6 +70,8 @@ class Row:
         low, high = self.spread
         if self.unit == "%":
             return f"{low * 100:.1f}-{high * 100:.1f}%"
+        if self.unit in ("ns", "us"):
+            return f"{low:,.0f}-{high:,.0f} {self.unit}"
         return f"{low:.2f}-{high:.2f}"
 
 
