@@ -748,17 +748,12 @@ def console_examples(path: Path) -> list[Any]:
     examples = []
     for block in re.findall(r"^```console\n(.*?)^```", path.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL):
         for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
-            command_lines, output_lines = [], []
             lines = chunk.splitlines()
-            while lines:
-                line = lines.pop(0)
-                command_lines.append(line.removesuffix("\\"))
-                if not line.endswith("\\"):
-                    break
-            output_lines = lines
-            command = " ".join(part.strip() for part in command_lines)
+            # The command runs on while its lines end with a backslash; the output follows.
+            end = next(i for i, line in enumerate(lines) if not line.endswith("\\"))
+            command = " ".join(line.removesuffix("\\").strip() for line in lines[: end + 1])
             if command.startswith("curl ") and EXAMPLE_HOST in command:
-                output = "\n".join(output_lines).strip("\n")
+                output = "\n".join(lines[end + 1 :]).strip("\n")
                 examples.append(pytest.param(command, output, id=f"{path.name}:{len(examples) + 1}"))
     return examples
 
