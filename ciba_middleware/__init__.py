@@ -3,7 +3,7 @@
 >>> from ciba_middleware import from_env
 >>> application = from_env()                      # doctest: +SKIP
 
-See ``docs/usage.md`` for the rest.
+See ``docs/index.md`` for the rest.
 """
 
 from __future__ import annotations

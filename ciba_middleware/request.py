@@ -145,6 +145,10 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes.")
         return body
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        # A body is there, but this server cannot say where it ends: reading could block.
+        # Refuse it rather than fail the request with the wrong reason and keep its ticket.
+        raise BadRequest("a body without Content-Length needs a WSGI server that sets wsgi.input_terminated.")
     return b""
 
 

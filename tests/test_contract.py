@@ -483,3 +483,28 @@ def test_store_failure_is_the_contracts_500(tmp_path: Path) -> None:
         "POST", V3, headers={**BEARER, **JSON}, body=json.dumps({"ticket": ticket}).encode()
     )
     check(answer, 500, error("A185101", "the ticket store failed; the ticket may not have been deleted."))
+
+
+def test_a_chunked_body_needs_a_server_that_terminates_input() -> None:
+    """Without Content-Length and without wsgi.input_terminated, the end of a body is unknown."""
+    import io
+
+    middleware = BackchannelFailMiddleware(app, store=store_from_url("memory://"), verifier=StaticTokenVerifier(GRANTS))
+    body = b'{"reason":"ACCESS_DENIED"}'
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": V3,
+        "CONTENT_TYPE": "application/json",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "HTTP_AUTHORIZATION": f"Bearer {SERVICE_TOKEN}",
+        "wsgi.input": io.BytesIO(body),
+    }
+    statuses: list[str] = []
+    answer = b"".join(middleware(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses == ["400 Bad Request"]
+    detail = "a body without Content-Length needs a WSGI server that sets wsgi.input_terminated."
+    assert json.loads(answer) == error("A185201", detail)
+    # Where the server terminates the input, the same body is read to its end.
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+    answer = b"".join(middleware(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert json.loads(answer)["action"] == "FORBIDDEN"
