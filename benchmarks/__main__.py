@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [--sections 1,2,3,4]``: run the suite, print the table.
 
-The full profile takes about a quarter of an hour; ``--quick`` runs every row once, briefly,
+The full profile takes about 8 minutes on 2 cores; ``--quick`` runs every row once, briefly,
 as a smoke test (its figures mean little). ``--profile-hot-path`` profiles the fail API in
 process with pyinstrument instead. See benchmarks/README.md.
 """
