@@ -1,6 +1,6 @@
 """Reading and checking the fail API's request: body, content type, charset, fields.
 
-Framework-free: :func:`read_fields` takes a WSGI environ, :func:`check_fields` a mapping
+Framework-free: :func:`read_params` takes a WSGI environ, :func:`check_fields` a mapping
 of already-decoded values, so the HTTP route and in-process calls share every check.
 """
 
@@ -25,7 +25,7 @@ from .reasons import Reason
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["FIELDS", "FailParams", "check_fields", "read_fields", "read_params"]
+__all__ = ["FIELDS", "FailParams", "check_fields", "read_params"]
 
 #: The request's fields, in Authlete's names.
 FIELDS = ("ticket", "reason", "errorDescription", "errorUri")
@@ -83,22 +83,13 @@ class FailParams(NamedTuple):
     error_uri: str | None
 
 
-def read_fields(environ: WSGIEnvironment, max_body_bytes: int) -> Mapping[str, Any]:
-    """Read the body of a fail call into a mapping of field name to decoded value.
-
-    Raises :class:`UnsupportedMediaType` (415), :class:`PayloadTooLarge` (413) or
-    :class:`BadRequest` (400), each saying exactly what is wrong.
-    """
-    is_json, charset = _media_type(environ.get("CONTENT_TYPE", ""))
-    body = _read_body(environ, max_body_bytes)
-    if is_json:
-        return _parse_json(body, charset)
-    return _parse_form(body, charset)
-
-
 def read_params(environ: WSGIEnvironment, max_body_bytes: int) -> FailParams:
-    """``check_fields(read_fields(environ, max_body_bytes))`` with one call less: the
-    middleware's hot path."""
+    """Read the body of a fail call and check its fields.
+
+    Raises :class:`UnsupportedMediaType` (415), :class:`PayloadTooLarge` (413),
+    :class:`BadRequest` (400) or :class:`InvalidParameter` (400), each saying exactly what
+    is wrong.
+    """
     is_json, charset = _media_type(environ.get("CONTENT_TYPE", ""))
     body = _read_body(environ, max_body_bytes)
     return check_fields(_parse_json(body, charset) if is_json else _parse_form(body, charset))
