@@ -105,7 +105,7 @@ def fail_in_process(profile: Profile) -> list[Row]:
     flat_store = store_from_url("memory://")
     for store in (fail_store, route_store, flat_store):
         for ticket in tickets:
-            store._tickets[ticket] = (apps.SERVICE, time.monotonic() + 3600)  # type: ignore[attr-defined]
+            store._tickets[(apps.SERVICE, ticket)] = time.monotonic() + 3600  # type: ignore[attr-defined]
     variants: dict[str, WSGIApplication] = {
         "floor": apps.floor,
         "fail": apps.fail_api(fail_store),

@@ -24,6 +24,9 @@ class MemoryTicketStore:
     Expired tickets are invisible at once and swept out lazily on each ``issue``, so
     memory stays bounded by the tickets alive within one TTL.
 
+    A ticket is kept under the pair (service, ticket), so deleting it is one ``dict.pop``:
+    atomic without a lock of ours, and a ticket of another service is simply not found.
+
     >>> store = MemoryTicketStore(default_ttl=60)
     >>> t = store.issue("42")
     >>> store.exists("42", t), store.exists("43", t)
@@ -35,9 +38,10 @@ class MemoryTicketStore:
     def __init__(self, *, default_ttl: float = DEFAULT_TTL) -> None:
         default_ttl = default_ttl_option(default_ttl)
         self.default_ttl = default_ttl
-        # ticket -> (service_id, expires_at)
-        self._tickets: dict[str, tuple[str, float]] = {}
-        self._expiry: list[tuple[float, str]] = []
+        # (service_id, ticket) -> expires_at
+        self._tickets: dict[tuple[str, str], float] = {}
+        # (expires_at, (service_id, ticket)), a heap; the lock guards it, not the dict
+        self._expiry: list[tuple[float, tuple[str, str]]] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -50,25 +54,23 @@ class MemoryTicketStore:
     def issue(self, service_id: str, ttl: float | None = None) -> str:
         ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         ticket = new_ticket()
+        key = (service_id, ticket)
         now = time.monotonic()
         expires_at = now + ttl
         with self._lock:
             self._sweep(now)
-            self._tickets[ticket] = (service_id, expires_at)
-            heapq.heappush(self._expiry, (expires_at, ticket))
+            self._tickets[key] = expires_at
+            heapq.heappush(self._expiry, (expires_at, key))
         return ticket
 
     def exists(self, service_id: str, ticket: str) -> bool:
-        entry = self._tickets.get(ticket)
-        return entry is not None and entry[0] == service_id and entry[1] > time.monotonic()
+        expires_at = self._tickets.get((service_id, ticket))
+        return expires_at is not None and expires_at > time.monotonic()
 
     def delete(self, service_id: str, ticket: str) -> bool:
-        with self._lock:
-            entry = self._tickets.get(ticket)
-            if entry is None or entry[0] != service_id:
-                return False
-            del self._tickets[ticket]
-        return entry[1] > time.monotonic()
+        # One pop: of many threads racing on a ticket, exactly one gets it.
+        expires_at = self._tickets.pop((service_id, ticket), None)
+        return expires_at is not None and expires_at > time.monotonic()
 
     def ping(self) -> None:
         return None
@@ -84,8 +86,9 @@ class MemoryTicketStore:
 
     def _sweep(self, now: float) -> None:
         expiry = self._expiry
+        tickets = self._tickets
         while expiry and expiry[0][0] <= now:
-            _, ticket = heapq.heappop(expiry)
-            entry = self._tickets.get(ticket)
-            if entry is not None and entry[1] <= now:
-                del self._tickets[ticket]
+            _, key = heapq.heappop(expiry)
+            # A delete may pop the same key at any moment: pop, never del.
+            if tickets.get(key, now) <= now:
+                tickets.pop(key, None)
