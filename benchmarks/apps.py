@@ -21,6 +21,13 @@ The variants:
     The same endpoint written by hand as a plain Flask route, with the same checks
     (bearer token by digest, content type, JSON object, field types, reason, RFC 6749
     characters in errorDescription / errorUri, ticket deleted from the same kind of store).
+``floor_redis`` / ``floor_postgresql``
+    References, not products: the raw floor plus the one round trip a fail call makes to
+    its store, done the cheapest way there is and nothing else: for Redis the store's own
+    Lua delete, pre-packed, over a bare socket; for PostgreSQL the store's own DELETE,
+    prepared, on one psycopg connection (no pool, no watchdog). The store is named by
+    ``BENCH_STORE_URL``, in the form of the store's URL. How close these come to the floor
+    is the ceiling, on this machine, of any fail API that waits for its store's answer.
 """
 
 from __future__ import annotations
@@ -101,6 +108,83 @@ def floor(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
         json.loads(environ["wsgi.input"].read(int(length)))
     start_response("200 OK", _FLOOR_HEADERS)
     return [_FLOOR_BODY]
+
+
+def _floor_answer(start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", _FLOOR_HEADERS)
+    return [_FLOOR_BODY]
+
+
+def floor_redis() -> WSGIApplication:
+    """The floor plus one EVALSHA of the Redis store's delete script, over a bare socket."""
+    import socket
+    from urllib.parse import parse_qs, urlsplit
+
+    from ciba_middleware.stores.redis import _DELETE_SCRIPT, DEFAULT_KEY_PREFIX
+
+    url = urlsplit(os.environ["BENCH_STORE_URL"])
+    prefix = parse_qs(url.query).get("key_prefix", [DEFAULT_KEY_PREFIX])[0].encode()
+    service = SERVICE.encode()
+    state: dict[str, Any] = {}
+
+    def command(*parts: bytes) -> bytes:
+        return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+    def call(sock: socket.socket, data: bytes) -> bytes:
+        sock.sendall(data)
+        reply = sock.recv(4096)
+        while not reply.endswith(b"\r\n"):
+            reply += sock.recv(4096)
+        if reply[:1] == b"-":
+            raise RuntimeError(reply.decode())
+        return reply
+
+    def connect() -> tuple[socket.socket, bytes]:
+        # After the fork: each worker has its own connection, as the store's pool would.
+        sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        call(sock, command(b"SELECT", (url.path.strip("/") or "0").encode()))
+        sha = call(sock, command(b"SCRIPT", b"LOAD", _DELETE_SCRIPT.encode())).split(b"\r\n")[1]
+        state["pid"] = os.getpid()
+        return sock, sha
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if state.get("pid") != os.getpid():
+            state["sock"], state["sha"] = connect()
+        fields = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+        key = prefix + fields["ticket"].encode()
+        call(state["sock"], command(b"EVALSHA", state["sha"], b"1", key, service))
+        return _floor_answer(start_response)
+
+    return app
+
+
+def floor_postgresql() -> WSGIApplication:
+    """The floor plus the PostgreSQL store's DELETE, prepared, on one psycopg connection."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import psycopg
+    from psycopg import sql
+
+    url = urlsplit(os.environ["BENCH_STORE_URL"])
+    table = parse_qs(url.query).get("table", ["ciba_tickets"])[0]
+    delete = (
+        sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
+        .format(sql.Identifier(table))
+        .as_bytes(None)
+    )
+    conninfo = f"postgresql://{url.netloc}{url.path}"
+    state: dict[str, Any] = {}
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if state.get("pid") != os.getpid():
+            state["conn"] = psycopg.connect(conninfo, autocommit=True)
+            state["pid"] = os.getpid()
+        fields = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+        state["conn"].execute(delete, (fields["ticket"], SERVICE), prepare=True)
+        return _floor_answer(start_response)
+
+    return app
 
 
 def fail_api_around(app: WSGIApplication, store: TicketStore | None = None) -> BackchannelFailMiddleware:
@@ -208,6 +292,8 @@ APPS: dict[str, Callable[[], WSGIApplication]] = {
     "floor": lambda: floor,
     "fail": fail_api,
     "flask_route": flask_route,
+    "floor_redis": floor_redis,
+    "floor_postgresql": floor_postgresql,
 }
 
 

@@ -29,6 +29,8 @@ ROWS = [
     "gunicorn: sqlite store / raw floor",
     "gunicorn: redis store / raw floor",
     "gunicorn: postgresql store / raw floor",
+    "reference: floor + one redis round trip / raw floor",
+    "reference: floor + one postgresql round trip / raw floor",
     "redis: round trips per fail call",
     "postgresql: statements per fail call",
     "sqlite: statements per fail call",
