@@ -1,7 +1,7 @@
 """Packaging for ciba-middleware.
 
 Extras:
-    redis     the Redis ticket store (redis-py)
+    redis     the Redis ticket store (redis-py, with hiredis to parse replies in C)
     postgres  the PostgreSQL ticket store (psycopg 3 with its pool)
     flask     the Flask integration and the demo server in ``example_app``
     demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
@@ -15,7 +15,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 EXTRAS = {
-    "redis": ["redis>=5.0"],
+    "redis": ["redis[hiredis]>=5.0"],
     "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
     "flask": ["Flask>=3.0"],
     "demo": ["Flask>=3.0", "authlete>=1.3.0"],

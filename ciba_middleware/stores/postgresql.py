@@ -180,17 +180,19 @@ class PostgreSQLTicketStore:
                 "ON CONFLICT (ticket) DO NOTHING"
             )
             .format(name)
-            .as_bytes()
+            .as_bytes(None)
         )
         self._exists_sql = (
             sql.SQL("SELECT 1 FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
             .format(name)
-            .as_bytes()
+            .as_bytes(None)
         )
         self._delete_sql = (
-            sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()").format(name).as_bytes()
+            sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
+            .format(name)
+            .as_bytes(None)
         )
-        self._sweep_sql = sql.SQL("DELETE FROM {} WHERE expires_at <= now()").format(name).as_bytes()
+        self._sweep_sql = sql.SQL("DELETE FROM {} WHERE expires_at <= now()").format(name).as_bytes(None)
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
