@@ -324,11 +324,11 @@ def python_load(
 @contextlib.contextmanager
 def redis_store(base_url: str) -> Iterator[tuple[str, Any]]:
     """(store URL under a fresh key prefix, the store); the prefix's keys are removed after."""
-    from ciba_middleware import store_from_url
+    from ciba_middleware.stores.redis import RedisTicketStore
 
     prefix = f"ciba:soak:{uuid.uuid4().hex[:10]}:"
     url = f"{base_url}{'&' if '?' in base_url else '?'}key_prefix={prefix}"
-    store = store_from_url(url)
+    store = RedisTicketStore.from_url(url)
     try:
         yield url, store
     finally:

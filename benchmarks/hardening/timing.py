@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -64,11 +65,15 @@ def _leaky_equal(a: str, b: str) -> bool:
     return all(x == y for x, y in zip(a, b, strict=True))  # stops at the first difference
 
 
+def _discard(data: bytes) -> object:
+    return None
+
+
 def _wsgi_call(middleware: BackchannelFailMiddleware, path: str, authorization: str) -> Callable[[], object]:
     body = b'{"reason":"ACCESS_DENIED"}'
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        return None
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+        return _discard
 
     def call() -> object:
         environ = {
@@ -100,11 +105,11 @@ def checks() -> dict[str, dict[str, Callable[[], object]]]:
         return "Basic " + base64.b64encode(f"{SERVICE}:{secret}".encode()).decode()
 
     return {
-        "verify_bearer": {k: (lambda g=g: verifier.verify_bearer(g)) for k, g in tokens.items()},
-        "verify_api_key": {k: (lambda g=g: verifier.verify_api_key(SERVICE, g)) for k, g in api_secrets.items()},
+        "verify_bearer": {k: functools.partial(verifier.verify_bearer, g) for k, g in tokens.items()},
+        "verify_api_key": {k: functools.partial(verifier.verify_api_key, SERVICE, g) for k, g in api_secrets.items()},
         "middleware_v3": {k: _wsgi_call(middleware, v3, f"Bearer {g}") for k, g in tokens.items()},
         "middleware_v2": {k: _wsgi_call(middleware, v2, basic(g)) for k, g in api_secrets.items()},
-        "control_leaky_loop": {k: (lambda g=g: _leaky_equal(TOKEN, g)) for k, g in control.items()},
+        "control_leaky_loop": {k: functools.partial(_leaky_equal, TOKEN, g) for k, g in control.items()},
     }
 
 
