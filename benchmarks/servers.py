@@ -12,11 +12,16 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import gunicorn
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The settings every server gets (see docs/performance.md): gunicorn's default sync
 #: worker, one worker per core, no access log.
 WORKER_CLASS = "sync"
+#: gunicorn >= 25.1 opens a control socket at one path per user, which the servers started
+#: side by side would take from each other: none of them opens it.
+NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
 
 
 def free_port() -> int:
@@ -52,6 +57,7 @@ class Server:
                 "2048",
                 "--graceful-timeout",
                 "5",
+                *NO_CONTROL_SOCKET,
                 "benchmarks.apps:application",
             ],
             env=full_env,

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import gunicorn
 import pytest
 import requests
 
@@ -99,6 +100,11 @@ def unique_name(prefix: str = "ciba_test") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+#: gunicorn >= 25.1 opens a control socket at one path per user; servers started side by side
+#: would take it from each other, and a developer's own gunicorn would lose it.
+NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
+
+
 class LiveServer:
     """A gunicorn process serving a WSGI app on a free port of 127.0.0.1."""
 
@@ -122,6 +128,7 @@ class LiveServer:
                 str(workers),
                 "--graceful-timeout",
                 "5",
+                *NO_CONTROL_SOCKET,
                 *extra,
                 app,
             ],
