@@ -30,6 +30,7 @@ EXTRAS["test"] = sorted(
         *EXTRAS["metrics"],
         *EXTRAS["server"],
         "pytest>=8.0",
+        "pytest-timeout>=2.2",
         "WebTest>=3.0",
         "hypothesis>=6.100",
         "schemathesis>=4.0",
