@@ -32,9 +32,18 @@ def free_port() -> int:
 
 
 class Server:
-    """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``."""
+    """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``, or another WSGI
+    application given as ``wsgi`` (``app`` then only names the log)."""
 
-    def __init__(self, app: str, *, workers: int, env: Mapping[str, str] | None = None, log_dir: Path) -> None:
+    def __init__(
+        self,
+        app: str,
+        *,
+        workers: int,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path,
+        wsgi: str = "benchmarks.apps:application",
+    ) -> None:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,7 +67,7 @@ class Server:
                 "--graceful-timeout",
                 "5",
                 *NO_CONTROL_SOCKET,
-                "benchmarks.apps:application",
+                wsgi,
             ],
             env=full_env,
             cwd=str(ROOT),
@@ -88,8 +97,10 @@ class Server:
         except OSError:
             return []
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail: int | None = 4000) -> str:
+        """The end of the server's log (all of it with ``tail=None``)."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.process.poll() is None:

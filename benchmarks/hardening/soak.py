@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,9 +41,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .. import servers
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = Path(__file__).with_name("soak.lua")
@@ -59,13 +59,6 @@ EXPECTED = (
 PATH = f"/api/{SERVICE}/backchannel/authentication/fail"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _rss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -76,83 +69,44 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
-    return sorted(found)
-
-
-@dataclass
 class Server:
-    """gunicorn serving the fail API from CIBA_* variables, with its log in a file."""
+    """gunicorn serving the fail API from CIBA_* variables (:class:`benchmarks.servers.Server`),
+    its log kept in a directory of its own."""
 
-    store_url: str
-    workers: int = 2
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="soak-gunicorn-", suffix=".log")[1]))
-
-    def __post_init__(self) -> None:
-        import hashlib
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "CIBA_STORE_URL": self.store_url,
-            "CIBA_TOKENS": json.dumps(
-                [{"service": SERVICE, "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]
-            ),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's life)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "--graceful-timeout",
-                "5",
-                "ciba_middleware.wsgi:application",
-            ],
+    def __init__(self, store_url: str, workers: int = 2) -> None:
+        self.store_url = store_url
+        self.workers = workers
+        grant = {"service": SERVICE, "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}
+        env = {"CIBA_STORE_URL": store_url, "CIBA_TOKENS": json.dumps([grant])}
+        self._gunicorn = servers.Server(
+            "soak",
+            workers=workers,
             env=env,
-            cwd=str(ROOT),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log_dir=Path(tempfile.mkdtemp(prefix="soak-gunicorn-")),
+            wsgi="ciba_middleware.wsgi:application",
         )
-        deadline = time.monotonic() + 30
-        while len(self.worker_pids()) < self.workers or not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
-            time.sleep(0.1)
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return True
-        return False
+        self.url = self._gunicorn.url
+        self.log_path = self._gunicorn.log_path
+        try:
+            self._gunicorn.wait()
+            # The memory samples need every worker.
+            deadline = time.monotonic() + 30
+            while len(self.worker_pids()) < workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn started {len(self.worker_pids())} of {workers} workers")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def worker_pids(self) -> list[int]:
-        return _children(self.process.pid)
+        return self._gunicorn.worker_pids()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self._gunicorn.log(tail=None)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+        self._gunicorn.stop()
 
 
 class MemorySampler:
