@@ -118,7 +118,7 @@ def _floor_answer(start_response: StartResponse) -> Iterable[bytes]:
 def floor_redis() -> WSGIApplication:
     """The floor plus one EVALSHA of the Redis store's delete script, over a bare socket."""
     import socket
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs, unquote, urlsplit
 
     from ciba_middleware.stores.redis import _DELETE_SCRIPT, DEFAULT_KEY_PREFIX
 
@@ -143,6 +143,9 @@ def floor_redis() -> WSGIApplication:
         # After the fork: each worker has its own connection, as the store's pool would.
         sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if url.password:
+            user = [unquote(url.username).encode()] if url.username else []
+            call(sock, command(b"AUTH", *user, unquote(url.password).encode()))
         call(sock, command(b"SELECT", (url.path.strip("/") or "0").encode()))
         sha = call(sock, command(b"SCRIPT", b"LOAD", _DELETE_SCRIPT.encode())).split(b"\r\n")[1]
         state["pid"] = os.getpid()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -22,8 +23,11 @@ from .apps import FAIL_PATH, HELLO_PATH, SERVICE, TOKEN
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: The servers of the Redis and PostgreSQL rows: local ones by default; set these variables
+#: to run the same suite against servers on another host. The Redis URL names a database
+#: number, which the run shares only with its own key prefix.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 _SHAPES = (
     {"reason": "ACCESS_DENIED"},
