@@ -167,15 +167,11 @@ def floor_postgresql() -> WSGIApplication:
     from urllib.parse import parse_qs, urlsplit
 
     import psycopg
-    from psycopg import sql
 
     url = urlsplit(os.environ["BENCH_STORE_URL"])
     table = parse_qs(url.query).get("table", ["ciba_tickets"])[0]
-    delete = (
-        sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
-        .format(sql.Identifier(table))
-        .as_bytes(None)
-    )
+    # The store's own statement (stores/postgresql.py), on the bench's own table.
+    delete = f'DELETE FROM "{table}" WHERE ticket = %s AND service = %s AND expires_at > now()'.encode()
     conninfo = f"postgresql://{url.netloc}{url.path}"
     state: dict[str, Any] = {}
 

@@ -173,26 +173,19 @@ class PostgreSQLTicketStore:
                 sql.Identifier(f"{table}_expires_at"), name
             ),
         ]
-        # Rendered once: a Composed query is rendered again on every execute.
+        # Plain bytes, built once: a Composed query is rendered again on every execute. The
+        # names are quoted by hand, which is exact for what _IDENTIFIER lets through (and
+        # needs no connection, which psycopg 3.1's Identifier does).
+        table_sql = self._qualified
         self._issue_sql = (
-            sql.SQL(
-                "INSERT INTO {} (ticket, service, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s)) "
-                "ON CONFLICT (ticket) DO NOTHING"
-            )
-            .format(name)
-            .as_bytes(None)
-        )
+            f"INSERT INTO {table_sql} (ticket, service, expires_at) "
+            "VALUES (%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (ticket) DO NOTHING"
+        ).encode()
         self._exists_sql = (
-            sql.SQL("SELECT 1 FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
-            .format(name)
-            .as_bytes(None)
-        )
-        self._delete_sql = (
-            sql.SQL("DELETE FROM {} WHERE ticket = %s AND service = %s AND expires_at > now()")
-            .format(name)
-            .as_bytes(None)
-        )
-        self._sweep_sql = sql.SQL("DELETE FROM {} WHERE expires_at <= now()").format(name).as_bytes(None)
+            f"SELECT 1 FROM {table_sql} WHERE ticket = %s AND service = %s AND expires_at > now()"
+        ).encode()
+        self._delete_sql = f"DELETE FROM {table_sql} WHERE ticket = %s AND service = %s AND expires_at > now()".encode()
+        self._sweep_sql = f"DELETE FROM {table_sql} WHERE expires_at <= now()".encode()
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
