@@ -46,7 +46,6 @@ from typing import Any
 
 from .. import servers
 
-ROOT = Path(__file__).resolve().parents[2]
 LUA = Path(__file__).with_name("soak.lua")
 
 SERVICE = "715948317"
