@@ -6,16 +6,18 @@ import hashlib
 import math
 import re
 import secrets
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_TTL",
+    "MAX_TTL",
     "TicketStore",
     "checked_ttl",
     "default_ttl_option",
     "new_ticket",
+    "number_option",
     "ticket_hash",
     "well_formed",
 ]
@@ -24,6 +26,10 @@ __all__ = [
 #: Authlete keeps backchannel tickets for the life of the request; ten minutes covers
 #: CIBA's usual ``expires_in`` with room to spare.
 DEFAULT_TTL = 600.0
+#: The longest life a ticket may be given: a year. A CIBA request lives minutes; the bound
+#: keeps every backend's expiry arithmetic (milliseconds in Redis, an interval in
+#: PostgreSQL) far from overflow, so a TTL accepted at start-up never fails an issue.
+MAX_TTL = 366 * 86400.0
 
 # token_urlsafe(32) gives 43 characters; accept a little more so tickets issued by a
 # later version with more entropy still pass.
@@ -31,10 +37,55 @@ _TICKET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 def checked_ttl(ttl: object, name: str = "ttl") -> float:
-    """``ttl`` as seconds, or ValueError unless it is a positive, finite number."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-        raise ValueError(f"{name} must be positive, not {ttl!r}")
+    """``ttl`` as seconds, or ValueError unless it is a number above 0 and at most :data:`MAX_TTL`."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"{name} must be a number of seconds above 0 and at most {MAX_TTL:g}, not {ttl!r}")
     return float(ttl)
+
+
+def number_option(
+    owner: str,
+    name: str,
+    value: object,
+    *,
+    integer: bool = False,
+    minimum: float = 0.0,
+    maximum: float,
+    exclusive_minimum: bool = False,
+) -> Any:
+    """A store's numeric option (from its URL's query, or a keyword), checked once for all.
+
+    ``value`` may be a string, as read from a URL, or a number. It must be finite, an
+    integer when ``integer``, at least ``minimum`` (above it with ``exclusive_minimum``)
+    and at most ``maximum``; otherwise a :class:`ConfigurationError` names ``owner``
+    (``"sqlite"``, ``"Redis"``, ...) and the option.
+
+    >>> number_option("sqlite", "timeout", "2.5", maximum=3600)
+    2.5
+    >>> number_option("sqlite", "timeout", "nan", maximum=3600)
+    Traceback (most recent call last):
+    ...
+    ciba_middleware.errors.ConfigurationError: sqlite option timeout must be a number from 0 to 3600, not 'nan'
+    """
+    kind = "a whole number" if integer else "a number"
+    bounds = f"above {minimum:g} and at most {maximum:g}" if exclusive_minimum else f"from {minimum:g} to {maximum:g}"
+    problem = f"{owner} option {name} must be {kind} {bounds}, not {value!r}"
+    number: float
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if integer:
+            if isinstance(value, float):
+                raise TypeError
+            number = int(value.strip() if isinstance(value, str) else value)  # type: ignore[call-overload]
+        else:
+            number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigurationError(problem) from None
+    too_low = number <= minimum if exclusive_minimum else number < minimum
+    if not math.isfinite(number) or too_low or number > maximum:
+        raise ConfigurationError(problem)
+    return number
 
 
 def default_ttl_option(ttl: object) -> float:

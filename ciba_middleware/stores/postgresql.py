@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import re
 import socket
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,6 +52,9 @@ T = TypeVar("T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
 # Sweep expired rows once every this many issues per process: cheap, and bounded.
 _SWEEP_EVERY = 256
+# Timeouts: above 0, at most an hour. Pool sizes: whole numbers up to this.
+_SECONDS: dict[str, Any] = {"exclusive_minimum": True, "maximum": 3600.0}
+_MAX_POOL = 1000
 _OWN_OPTIONS = (
     "table",
     "schema",
@@ -124,15 +126,13 @@ class PostgreSQLTicketStore:
                 raise ConfigurationError(
                     f"PostgreSQL {option} must be an SQL identifier of at most 50 characters, not {value!r}"
                 )
-        for option, number in (
-            ("statement_timeout", statement_timeout),
-            ("pool_timeout", pool_timeout),
-            ("pool_reconnect_timeout", pool_reconnect_timeout),
-        ):
-            if not (isinstance(number, int | float) and math.isfinite(number) and number > 0):
-                raise ConfigurationError(f"PostgreSQL {option} must be a positive number of seconds, not {number!r}")
-        if not (isinstance(pool_min_size, int) and isinstance(pool_max_size, int) and pool_min_size >= 0):
-            raise ConfigurationError("PostgreSQL pool_min_size and pool_max_size must be whole numbers")
+        statement_timeout = number_option("PostgreSQL", "statement_timeout", statement_timeout, **_SECONDS)
+        pool_timeout = number_option("PostgreSQL", "pool_timeout", pool_timeout, **_SECONDS)
+        pool_reconnect_timeout = number_option(
+            "PostgreSQL", "pool_reconnect_timeout", pool_reconnect_timeout, **_SECONDS
+        )
+        pool_min_size = number_option("PostgreSQL", "pool_min_size", pool_min_size, integer=True, maximum=_MAX_POOL)
+        pool_max_size = number_option("PostgreSQL", "pool_max_size", pool_max_size, integer=True, maximum=_MAX_POOL)
         if pool_max_size < max(1, pool_min_size):
             raise ConfigurationError(
                 f"PostgreSQL pool_max_size ({pool_max_size}) must be at least 1 and at least pool_min_size"
@@ -219,9 +219,9 @@ class PostgreSQLTicketStore:
             if key in ("table", "schema"):
                 options[key] = value
             elif key in ("statement_timeout", "pool_timeout", "pool_reconnect_timeout"):
-                options[key] = _number(key, value, float)
+                options[key] = number_option("PostgreSQL", key, value, **_SECONDS)
             elif key in ("pool_min_size", "pool_max_size"):
-                options[key] = _number(key, value, int)
+                options[key] = number_option("PostgreSQL", key, value, integer=True, maximum=_MAX_POOL)
             else:
                 passed.append((key, value))
         # Not urlunsplit: it drops the "//" of "postgresql:///db?host=/run/postgresql".
@@ -507,10 +507,3 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _number(name: str, value: str, kind: type[float] | type[int]) -> float:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ConfigurationError(f"PostgreSQL {name} must be a number, not {value!r}") from None

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
     import redis
@@ -156,8 +156,11 @@ class RedisTicketStore:
             else:
                 known = ", ".join(sorted({*_OWN_OPTIONS, *_PASSED_OPTIONS}))
                 raise ConfigurationError(f"unknown Redis store option {key!r} (known: {known})")
-        timeouts = {name: _seconds(name, settings[name]) for name in ("socket_timeout", "socket_connect_timeout")}
-        retries = _count("retries", settings["retries"])
+        timeouts = {
+            name: number_option("Redis", name, settings[name], exclusive_minimum=True, maximum=3600.0)
+            for name in ("socket_timeout", "socket_connect_timeout")
+        }
+        retries = number_option("Redis", "retries", settings["retries"], integer=True, maximum=100)
         # Not urlunsplit: it drops the "//" of "unix:///path" when the host is empty.
         client_url = f"{_CLIENT_SCHEMES[scheme]}://{parts.netloc}{parts.path}"
         if passed:
@@ -235,26 +238,6 @@ def _errors(redis_mod: Any) -> tuple[type[BaseException], ...]:
 
 def _encode(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
-
-
-def _seconds(name: str, value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"Redis {name} must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(f"Redis {name} must be positive, not {value!r}")
-    return seconds
-
-
-def _count(name: str, value: Any) -> int:
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"Redis {name} must be a whole number, not {value!r}") from None
-    if count < 0:
-        raise ConfigurationError(f"Redis {name} must not be negative, not {value!r}")
-    return count
 
 
 def _redacted(url: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigurationError, StoreError
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
+from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 __all__ = ["SQLiteTicketStore"]
 
@@ -54,8 +54,7 @@ class SQLiteTicketStore:
         table: str = "ciba_tickets",
     ) -> None:
         default_ttl = default_ttl_option(default_ttl)
-        if timeout < 0:
-            raise ConfigurationError(f"sqlite timeout must not be negative, not {timeout!r}")
+        timeout = number_option("sqlite", "timeout", timeout, maximum=3600.0)
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"sqlite table must be an SQL identifier, not {table!r}")
         self.path = path
@@ -95,10 +94,7 @@ class SQLiteTicketStore:
             raise ConfigurationError(f"sqlite URL names no file: {url!r}")
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key == "timeout":
-                try:
-                    options["timeout"] = float(value)
-                except ValueError:
-                    raise ConfigurationError(f"sqlite timeout must be a number of seconds, not {value!r}") from None
+                options["timeout"] = number_option("sqlite", "timeout", value, maximum=3600.0)
             elif key == "table":
                 options["table"] = value
             else:

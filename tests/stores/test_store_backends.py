@@ -34,14 +34,20 @@ OpenStore = Callable[..., TicketStore]
             "redis://127.0.0.1:6379/15?key_prefx=a", "unknown Redis store option 'key_prefx'", id="redis-typo"
         ),
         pytest.param(
-            "redis://127.0.0.1?socket_timeout=0", "Redis socket_timeout must be positive", id="redis-timeout-0"
+            "redis://127.0.0.1?socket_timeout=0",
+            "Redis option socket_timeout must be a number above 0 and at most 3600, not '0'",
+            id="redis-timeout-0",
         ),
         pytest.param(
             "redis://127.0.0.1?socket_connect_timeout=soon",
-            "Redis socket_connect_timeout must be a number of seconds, not 'soon'",
+            "Redis option socket_connect_timeout must be a number above 0 and at most 3600, not 'soon'",
             id="redis-timeout-word",
         ),
-        pytest.param("redis://127.0.0.1?retries=-1", "Redis retries must not be negative", id="redis-retries"),
+        pytest.param(
+            "redis://127.0.0.1?retries=-1",
+            "Redis option retries must be a whole number from 0 to 100, not '-1'",
+            id="redis-retries",
+        ),
         pytest.param(
             "redis://127.0.0.1?db=x", "bad Redis URL redis://127.0.0.1?db=x: Invalid value for 'db'", id="redis-db"
         ),
@@ -58,11 +64,13 @@ OpenStore = Callable[..., TicketStore]
         ),
         pytest.param("postgresql://127.0.0.1/test?table=" + "t" * 51, "at most 50 characters", id="pg-table-long"),
         pytest.param(
-            "postgresql://127.0.0.1/test?pool_timeout=0", "PostgreSQL pool_timeout must be a positive", id="pg-timeout"
+            "postgresql://127.0.0.1/test?pool_timeout=0",
+            "PostgreSQL option pool_timeout must be a number above 0",
+            id="pg-timeout",
         ),
         pytest.param(
             "postgresql://127.0.0.1/test?statement_timeout=x",
-            "PostgreSQL statement_timeout must be a number",
+            "PostgreSQL option statement_timeout must be a number",
             id="pg-st",
         ),
         pytest.param(
