@@ -9,13 +9,12 @@ See ``docs/index.md`` for the rest.
 from __future__ import annotations
 
 from .auth import Principal, PrincipalKind, StaticTokenVerifier, TokenVerifier, sha256_hex
-from .client import ClientResponse, client_response
-from .config import Settings, from_env, not_found_app
+from .config import Settings, from_env
 from .errors import ApiError, ConfigurationError, InvalidParameter, StoreError
 from .events import FailEvent
 from .middleware import BackchannelFailMiddleware
 from .reasons import Action, Reason
-from .response import FailResponse
+from .response import ClientResponse, FailResponse, client_response, not_found_app
 from .stores import TicketStore, store_from_url
 
 __version__ = "0.1.0"

@@ -25,8 +25,7 @@ from collections.abc import Collection
 from typing import Any
 
 from .errors import ConfigurationError
-from .events import FailEvent
-from .metrics import outcome
+from .events import FailEvent, outcome
 
 __all__ = ["AUDIT_LOGGER", "AuditLog", "audit_record", "route"]
 
@@ -47,17 +46,13 @@ def audit_record(event: FailEvent, now: float | None = None, services: Collectio
     """
     created = time.time() if now is None else now
     principal = event.principal
-    service = event.service_id
-    trusted = event.via == "in_process" or (principal is not None and principal.covers(service or ""))
-    if not trusted and (services is None or service not in services):
-        service = None
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z",
         "event": "ciba_fail",
         "request_id": event.request_id,
         "via": event.via,
         "route": event.route,
-        "service": service,
+        "service": event.service(services),
         "principal_kind": principal.kind.value if principal is not None else None,
         "principal_id": principal.id if principal is not None else None,
         "reason": event.reason.value if event.reason is not None else None,

@@ -1,4 +1,4 @@
-"""Who may call the fail API: principals, the TokenVerifier protocol and a static verifier.
+"""Who may call the fail API: the Authorization header, principals and verifiers.
 
 Authlete authenticates API v3 calls with a bearer token, either a *Service Access Token*
 (one service) or an *Organization Token* (every service of an organization), and API v2
@@ -8,10 +8,16 @@ then checks that the principal covers the service in the URL.
 
 Plug in your own verifier (a database of tokens, an introspection call, ...) by writing
 a class with the two methods of the protocol.
+
+:func:`authenticate` is the fail API's reading of the ``Authorization`` header, with the
+401 challenge for each way it can be wrong; :func:`bearer_token` is the same Bearer
+grammar for other endpoints (the metrics endpoint's token).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -21,13 +27,33 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Unauthorized
 
-__all__ = ["Principal", "PrincipalKind", "StaticTokenVerifier", "TokenVerifier", "sha256_hex"]
+__all__ = [
+    "BASIC_CHALLENGE",
+    "BEARER_CHALLENGE",
+    "REALM",
+    "Principal",
+    "PrincipalKind",
+    "StaticTokenVerifier",
+    "TokenVerifier",
+    "authenticate",
+    "bearer_token",
+    "clear_secret_digest",
+    "hex_digest",
+    "sha256_hex",
+]
 
 log = logging.getLogger(__name__)
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: The realm of the fail API's ``WWW-Authenticate`` challenges.
+REALM = "ciba-middleware"
+BEARER_CHALLENGE = f'Bearer realm="{REALM}"'
+BASIC_CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# RFC 6750 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _sha256 = hashlib.sha256  # looked up once: verify_bearer runs on every call
 
 
@@ -183,9 +209,81 @@ def _digest(grant: Mapping[str, Any], key: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{key!r} must be a non-empty string")
     if key.endswith("_sha256"):
-        if not _HEX64.fullmatch(value.lower()):
-            raise ConfigurationError(f"{key!r} must be 64 hexadecimal digits (a SHA-256)")
-        return bytes.fromhex(value)
+        return hex_digest(value, repr(key))
     who = grant.get("service") or grant.get("organization")
-    log.warning("grant for %s has a clear-text %r; use %r (the SHA-256) outside development", who, key, f"{key}_sha256")
-    return hashlib.sha256(value.encode("utf-8")).digest()
+    return clear_secret_digest(
+        value, f"grant for {who} has a clear-text {key!r}", f"use {f'{key}_sha256'!r} (the SHA-256)"
+    )
+
+
+def hex_digest(value: str, name: str) -> bytes:
+    """A configured SHA-256 in hex (either case) as its 32 bytes, or ConfigurationError naming ``name``."""
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise ConfigurationError(f"{name} must be 64 hexadecimal digits (a SHA-256)")
+    return bytes.fromhex(value)
+
+
+def clear_secret_digest(secret: str, subject: str, advice: str, logger: logging.Logger = log) -> bytes:
+    """The SHA-256 of a secret configured in clear text, with the warning that says so.
+
+    Only the digest is kept. The warning, on ``logger`` (the module that read the
+    setting), reads ``{subject}; {advice} outside development``.
+    """
+    logger.warning("%s; %s outside development", subject, advice)
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+# -- the Authorization header -------------------------------------------------------------
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (RFC 6750 2.1), or None for anything else."""
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip(" ")
+    if scheme.lower() != "bearer" or not _B64TOKEN.fullmatch(credentials):
+        return None
+    return credentials
+
+
+def authenticate(verifier: TokenVerifier, header: str, service: str | None) -> tuple[Principal, str]:
+    """The caller named by ``header``, and the service it asks for.
+
+    ``service`` is the one in the URL (API v3: a Bearer token is expected), or None for API
+    v2, where the Basic user name (the API key) names the service. Raises
+    :class:`~ciba_middleware.errors.Unauthorized` with the challenge for what is wrong.
+    Whether the principal covers the service is left to the caller, so that a 403 can
+    still say who tried.
+    """
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip(" ")
+    if service is not None:
+        if not header:
+            raise Unauthorized("Authorization header is missing.", BEARER_CHALLENGE, "missing")
+        if scheme != "Bearer" and scheme.lower() != "bearer":
+            raise Unauthorized("the Authorization header must use the Bearer scheme.", BEARER_CHALLENGE, "scheme")
+        if not _B64TOKEN.fullmatch(credentials):
+            raise Unauthorized("the access token is malformed.", _invalid_token("malformed"), "malformed")
+        principal = verifier.verify_bearer(credentials)
+        if principal is None:
+            raise Unauthorized("the access token is not valid.", _invalid_token("not valid"), "invalid")
+        return principal, service
+    if not header:
+        raise Unauthorized("Authorization header is missing.", BASIC_CHALLENGE, "missing")
+    if scheme.lower() != "basic":
+        raise Unauthorized("the Authorization header must use the Basic scheme.", BASIC_CHALLENGE, "scheme")
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        decoded = ""
+    api_key, colon, api_secret = decoded.partition(":")
+    if not colon or not api_key:
+        raise Unauthorized("the Basic credentials are malformed.", BASIC_CHALLENGE, "malformed")
+    principal = verifier.verify_api_key(api_key, api_secret)
+    if principal is None:
+        raise Unauthorized("the API key and secret are not valid.", BASIC_CHALLENGE, "invalid")
+    return principal, api_key
+
+
+def _invalid_token(what: str) -> str:
+    """RFC 6750 3.1's challenge for a token that was read but refused."""
+    return f'{BEARER_CHALLENGE}, error="invalid_token", error_description="The access token is {what}"'

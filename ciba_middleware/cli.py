@@ -30,25 +30,23 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
-import socket
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from . import __version__
+from . import __version__, runner
 from .auth import StaticTokenVerifier, sha256_hex
-from .config import Settings, not_found_app
+from .config import Settings
 from .errors import ConfigurationError, StoreError
+from .redact import mask_url, scrub
+from .response import not_found_app
 from .stores import TicketStore, ticket_hash, well_formed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
-
-    from .middleware import BackchannelFailMiddleware
 
 __all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORE", "EXIT_UNEXPECTED", "main", "mask_url"]
 
@@ -62,8 +60,6 @@ EXIT_CONFIG = 2
 EXIT_STORE = 3
 EXIT_UNEXPECTED = 4
 
-# Query parameters that carry a password in libpq and redis-py URLs.
-_SECRET_QUERY = re.compile(r"(?i)(^|&)(password|passwd|pass|secret|token)=([^&]*)")
 _LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 _LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -131,24 +127,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
     handler.setFormatter(_OneLine())
     handler.addFilter(logging.Filter("ciba_middleware"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit to print or log.
-
-    >>> mask_url("postgresql://app:s3cret@db:5432/ciba?sslmode=require")
-    'postgresql://app:***@db:5432/ciba?sslmode=require'
-    """
-    parts = urlsplit(url)
-    masked = url
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        # The netloc comes first after "scheme://", so the first occurrence is the one.
-        masked = masked.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
-    if parts.query:
-        query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", parts.query)
-        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -240,9 +218,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from gunicorn.app.base import BaseApplication
+        import gunicorn  # noqa: F401 (imported by runner.run; checked before any work)
     except ImportError:
-        raise CommandError("serve needs gunicorn: pip install gunicorn", EXIT_CONFIG) from None
+        raise CommandError('serve needs gunicorn: pip install "ciba-middleware[server]"', EXIT_CONFIG) from None
 
     app = _import_app(args.app) if args.app else not_found_app
     settings = Settings.from_mapping(os.environ)
@@ -261,37 +239,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         middleware.store.close()
 
-    bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
-    _check_listen(args.host, args.port, bind)
+    bind = runner.bind_address(args.host, args.port)
+    try:
+        runner.check_listen(args.host, args.port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {bind}: {exc.strerror or exc}", EXIT_CONFIG) from None
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": args.workers,
-        "errorlog": "-",
         "loglevel": args.log_level,
-        "proc_name": PROG,
         "graceful_timeout": args.graceful_timeout,
-        "worker_exit": _close_worker_store,
     }
     if settings.metrics_path:
         from .metrics import child_exit
 
         options["child_exit"] = child_exit
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        """gunicorn running the middleware built from ``settings`` around ``app``."""
-
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-            # gunicorn >= 25.1 opens a control socket at one fixed path per user, which a
-            # second server on the host would take over; this command does not offer it.
-            if "control_socket_disable" in self.cfg.settings:
-                self.cfg.set("control_socket_disable", True)
-
-        def load(self) -> BackchannelFailMiddleware:
-            # Read again in each worker, so the workers a SIGHUP starts see a changed
-            # CIBA_TOKENS_FILE, as under plain gunicorn.
-            return Settings.from_mapping(os.environ).build_middleware(app)
 
     log.info(
         "fail API at %s%s/api/{serviceId}/backchannel/authentication/fail (store %s, %s)",
@@ -300,7 +262,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mask_url(settings.store_url),
         f"around {args.app}" if args.app else "other paths answer 404",
     )
-    Server(prog=PROG).run()
+    # Read again in each worker, so the workers a SIGHUP starts see a changed
+    # CIBA_TOKENS_FILE, as under plain gunicorn.
+    runner.run(lambda: Settings.from_mapping(os.environ).build_middleware(app), options, prog=PROG)
     return EXIT_OK
 
 
@@ -321,7 +285,7 @@ def _ticket_store() -> Iterator[TicketStore]:
     try:
         yield store
     except StoreError as exc:
-        raise StoreError(_scrub(str(exc), settings.store_url)) from None
+        raise StoreError(scrub(str(exc), settings.store_url)) from None
     finally:
         store.close()
 
@@ -331,9 +295,9 @@ def _scrubbed(settings: Settings, build: Callable[[], Any]) -> Any:
     try:
         return build()
     except ConfigurationError as exc:
-        raise ConfigurationError(_scrub(str(exc), settings.store_url)) from None
+        raise ConfigurationError(scrub(str(exc), settings.store_url)) from None
     except StoreError as exc:
-        raise StoreError(_scrub(str(exc), settings.store_url)) from None
+        raise StoreError(scrub(str(exc), settings.store_url)) from None
 
 
 def _ping(settings: Settings, store: TicketStore) -> None:
@@ -341,21 +305,8 @@ def _ping(settings: Settings, store: TicketStore) -> None:
         store.ping()
     except StoreError as exc:
         raise CommandError(
-            f"store {mask_url(settings.store_url)} unreachable: {_scrub(str(exc), settings.store_url)}", EXIT_STORE
+            f"store {mask_url(settings.store_url)} unreachable: {scrub(str(exc), settings.store_url)}", EXIT_STORE
         ) from None
-
-
-def _scrub(text: str, url: str) -> str:
-    """``text`` without the passwords of ``url``, in case a backend's message quotes one."""
-    parts = urlsplit(url)
-    found = [m.group(3) for m in _SECRET_QUERY.finditer(parts.query)]
-    if parts.password:
-        found.append(parts.password)
-    for secret in found:
-        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
-            if form:
-                text = text.replace(form, "***")
-    return text
 
 
 def _import_app(spec: str) -> WSGIApplication:
@@ -370,35 +321,6 @@ def _import_app(spec: str) -> WSGIApplication:
     except Exception as exc:
         raise CommandError(f"--app {spec}: cannot load it: {type(exc).__name__}: {exc}", EXIT_CONFIG) from None
     return app
-
-
-def _check_listen(host: str, port: int, bind: str) -> None:
-    """Fail with one line now if ``host:port`` cannot be listened on.
-
-    gunicorn would log the error five times over five seconds before giving up; a port
-    taken between this check and gunicorn's bind still gets gunicorn's own report.
-    """
-    if port == 0:
-        return
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {bind}: {exc.strerror or exc}", EXIT_CONFIG) from None
-
-
-def _close_worker_store(server: object, worker: Any) -> None:
-    """gunicorn ``worker_exit`` hook: release the worker's store connections."""
-    store = getattr(getattr(worker, "wsgi", None), "store", None)
-    if store is not None:
-        try:
-            store.close()
-        except Exception:
-            log.warning("closing the ticket store failed", exc_info=True)
 
 
 def _fail(message: str) -> None:

@@ -31,28 +31,27 @@ import json
 import logging
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import audit, metrics
-from .auth import StaticTokenVerifier, sha256_hex
+from .auth import StaticTokenVerifier, clear_secret_digest, hex_digest
+from .core import FailApi
 from .errors import ConfigurationError
 from .events import Observer
 from .middleware import BackchannelFailMiddleware
+from .response import not_found_app
 from .stores import DEFAULT_TTL, TicketStore, store_from_url
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
 __all__ = ["DEFAULT_STORE_URL", "Settings", "from_env", "not_found_app"]
 
 DEFAULT_STORE_URL = "sqlite:///ciba-tickets.sqlite3"
 
 log = logging.getLogger(__name__)
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -123,19 +122,21 @@ class Settings:
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self.grants_source}: {exc}") from None
 
-    def build_middleware(self, app: WSGIApplication, **options: Any) -> BackchannelFailMiddleware:
-        """The middleware around ``app``; ``options`` go to its constructor (``observers``).
+    def build_api(
+        self, app: WSGIApplication | None = None, *, observers: Sequence[Observer] = ()
+    ) -> tuple[FailApi, WSGIApplication | None]:
+        """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
 
-        The audit log and metrics observers come first, then any ``observers`` given. With
-        ``CIBA_METRICS_PATH``, ``app`` is wrapped in a :class:`~ciba_middleware.metrics.
-        MetricsMiddleware` inside the fail middleware, so the result is still a
-        :class:`BackchannelFailMiddleware`.
+        The audit log and metrics observers come first, then ``observers``. With
+        ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
+        :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
+        that wrap a WSGI app); otherwise it comes back as given.
         """
         verifier = self.build_verifier()
-        observers: list[Observer] = []
+        chain: list[Observer] = []
         if self.audit_log != "off":
             try:
-                observers.append(audit.route(self.audit_log, services=verifier.services))
+                chain.append(audit.route(self.audit_log, services=verifier.services))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
         if self.metrics_path:
@@ -143,20 +144,33 @@ class Settings:
                 collected = metrics.Metrics()
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_METRICS_PATH: {exc}") from None
-            observers.append(collected)
-            app = metrics.MetricsMiddleware(
-                app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
-            )
-        observers.extend(options.pop("observers", ()))
-        return BackchannelFailMiddleware(
-            app,
+            chain.append(collected)
+            if app is not None:
+                app = metrics.MetricsMiddleware(
+                    app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
+                )
+        chain.extend(observers)
+        api = FailApi(
             store=self.build_store(),
             verifier=verifier,
             prefix=self.prefix,
             max_body_bytes=self.max_body_bytes,
-            observers=observers,
-            **options,
+            observers=chain,
         )
+        return api, app
+
+    def build_middleware(
+        self, app: WSGIApplication, *, observers: Sequence[Observer] = ()
+    ) -> BackchannelFailMiddleware:
+        """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter).
+
+        With ``CIBA_METRICS_PATH``, ``app`` is wrapped in a :class:`~ciba_middleware.metrics.
+        MetricsMiddleware` inside the fail middleware, so the result is still a
+        :class:`BackchannelFailMiddleware`.
+        """
+        api, inner = self.build_api(app, observers=observers)
+        assert inner is not None
+        return BackchannelFailMiddleware.around(inner, api)
 
 
 def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | None = None) -> BackchannelFailMiddleware:
@@ -168,16 +182,6 @@ def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | No
     """
     settings = Settings.from_mapping(os.environ if environ is None else environ)
     return settings.build_middleware(app if app is not None else not_found_app)
-
-
-def not_found_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """A WSGI app that answers every request with a JSON 404."""
-    body = b'{"error":"not_found"}'
-    start_response(
-        "404 Not Found",
-        [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body)))],
-    )
-    return [body]
 
 
 def _text(values: Mapping[str, Any], name: str, default: str) -> str:
@@ -254,8 +258,9 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
     if clear not in (None, ""):
         if not isinstance(clear, str):
             raise ConfigurationError(f"CIBA_METRICS_TOKEN must be a string, not {type(clear).__name__}")
-        log.warning("CIBA_METRICS_TOKEN is in clear text; set CIBA_METRICS_TOKEN_SHA256 outside development")
-        digest = sha256_hex(clear)
+        digest = clear_secret_digest(
+            clear, "CIBA_METRICS_TOKEN is in clear text", "set CIBA_METRICS_TOKEN_SHA256", log
+        ).hex()
     if not path:
         if digest:
             raise ConfigurationError("a metrics token is set but CIBA_METRICS_PATH is not: metrics are off")
@@ -269,6 +274,5 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
             "CIBA_METRICS_PATH is set but neither CIBA_METRICS_TOKEN_SHA256 nor CIBA_METRICS_TOKEN: "
             "the metrics endpoint needs a token of its own"
         )
-    if not _HEX64.fullmatch(digest):
-        raise ConfigurationError("CIBA_METRICS_TOKEN_SHA256 must be 64 hexadecimal digits (a SHA-256)")
+    hex_digest(digest, "CIBA_METRICS_TOKEN_SHA256")
     return {"metrics_path": path, "metrics_token_sha256": digest}

@@ -7,14 +7,17 @@ ignored, so observability can never change an answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .auth import Principal
 from .reasons import Action, Reason
 
-__all__ = ["FailEvent", "Observer"]
+__all__ = ["FailEvent", "Observer", "notify", "outcome"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,5 +47,50 @@ class FailEvent:
     #: Seconds from the start of the call to the answer.
     duration: float = 0.0
 
+    def service(self, configured: Collection[str] | None = None) -> str | None:
+        """The service this call may be logged or counted under, or None.
+
+        The service the call was for when its caller was authenticated for it, or when the
+        call came from the app itself. For a refused call, the service ID the caller named
+        only when it is one of ``configured``: a caller may put anything in the URL or the
+        Basic user name, a token included, and labelling by it would let anyone create
+        series or log lines without bound.
+        """
+        service = self.service_id
+        principal = self.principal
+        if self.via == "in_process" or (principal is not None and service is not None and principal.covers(service)):
+            return service
+        if configured is not None and service in configured:
+            return service
+        return None
+
 
 Observer = Callable[[FailEvent], None]
+
+
+def outcome(event: FailEvent) -> str:
+    """What a call did, as one label value.
+
+    ``deleted`` (a ticket was deleted), ``not_found`` (a ticket was given but not found,
+    expired, of another service or malformed), ``no_ticket`` (none given), ``rejected``
+    (the call itself was refused: 4xx), ``store_error`` (the ticket store failed) or
+    ``error`` (any other 5xx).
+    """
+    if event.store_error:
+        return "store_error"
+    if event.status >= 500:
+        return "error"
+    if event.status != 200:
+        return "rejected"
+    if event.deleted is None:
+        return "no_ticket"
+    return "deleted" if event.deleted else "not_found"
+
+
+def notify(observers: Sequence[Observer], event: FailEvent) -> None:
+    """Give ``event`` to each observer; one that raises is logged and ignored."""
+    for observer in observers:
+        try:
+            observer(event)
+        except Exception:
+            log.exception("fail API observer %r raised; ignored", observer)

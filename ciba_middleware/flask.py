@@ -41,15 +41,14 @@ from typing import Any
 from flask import Flask, Response, current_app
 
 from .auth import StaticTokenVerifier
-from .cli import mask_url
-from .client import client_response
 from .config import Settings
 from .errors import ConfigurationError
 from .events import Observer
 from .middleware import BackchannelFailMiddleware
 from .reasons import Reason
+from .redact import mask_url
 from .request import check_fields
-from .response import FailResponse
+from .response import FailResponse, client_response
 from .stores.base import TicketStore, ticket_hash
 
 __all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState"]

@@ -31,15 +31,17 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .auth import sha256_hex
-from .errors import ConfigurationError
-from .events import FailEvent
+from .auth import bearer_token, clear_secret_digest, hex_digest
+from .errors import API_PATH, ConfigurationError
+from .events import FailEvent, outcome
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client import CollectorRegistry
 
 __all__ = ["BUCKETS", "INSTALL_HINT", "Metrics", "MetricsMiddleware", "child_exit", "outcome"]
+
+# outcome() lives in events; it is re-exported here, where it was first defined.
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +52,7 @@ INSTALL_HINT = 'pip install "ciba-middleware[metrics]"'
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _REALM = 'Bearer realm="ciba-middleware-metrics"'
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _PATH = re.compile(r"/[!$&'()*+,;=:@A-Za-z0-9\-._~/%]*")
-_FAIL_SUFFIX = "/backchannel/authentication/fail"
-
-
-def outcome(event: FailEvent) -> str:
-    """What a call did, as one label value.
-
-    ``deleted`` (a ticket was deleted), ``not_found`` (a ticket was given but not found,
-    expired, of another service or malformed), ``no_ticket`` (none given), ``rejected``
-    (the call itself was refused: 4xx), ``store_error`` (the ticket store failed) or
-    ``error`` (any other 5xx).
-    """
-    if event.store_error:
-        return "store_error"
-    if event.status >= 500:
-        return "error"
-    if event.status != 200:
-        return "rejected"
-    if event.deleted is None:
-        return "no_ticket"
-    return "deleted" if event.deleted else "not_found"
 
 
 class Metrics:
@@ -143,13 +124,8 @@ class Metrics:
 
     def __call__(self, event: FailEvent) -> None:
         """Count one call (the observer interface of the middleware)."""
-        principal = event.principal
-        if event.via == "in_process" or (principal is not None and principal.covers(event.service_id or "")):
-            service = event.service_id or ""
-        else:
-            service = ""
         key = (
-            service,
+            event.service() or "",
             event.reason.value if event.reason is not None else "",
             event.action.value if event.action is not None else "",
             outcome(event),
@@ -214,15 +190,16 @@ class MetricsMiddleware:
         if token is not None:
             if not token:
                 raise ConfigurationError("the metrics token must not be empty")
-            log.warning("the metrics endpoint uses a clear-text token; configure its SHA-256 outside development")
-            token_sha256 = sha256_hex(token)
-        assert token_sha256 is not None
-        if not _HEX64.fullmatch(token_sha256.lower()):
-            raise ConfigurationError("the metrics token_sha256 must be 64 hexadecimal digits (a SHA-256)")
+            digest = clear_secret_digest(
+                token, "the metrics endpoint uses a clear-text token", "configure its SHA-256", log
+            )
+        else:
+            assert token_sha256 is not None
+            digest = hex_digest(token_sha256, "the metrics token_sha256")
         self.app = app
         self.metrics = metrics
         self.path = path
-        self._digest = bytes.fromhex(token_sha256)
+        self._digest = digest
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != self.path:
@@ -247,11 +224,10 @@ class MetricsMiddleware:
         return [b""] if method == "HEAD" else [body]
 
     def _authorized(self, header: str) -> bool:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip(" "):
+        token = bearer_token(header)
+        if token is None:
             return False
-        # PEP 3333: header values are the raw bytes decoded as latin-1; back to those bytes.
-        given = hashlib.sha256(token.strip(" ").encode("latin-1", "replace")).digest()
+        given = hashlib.sha256(token.encode("ascii")).digest()
         return hmac.compare_digest(given, self._digest)
 
 
@@ -260,8 +236,8 @@ def check_path(path: str) -> None:
     not one of the fail API's paths."""
     if not isinstance(path, str) or not _PATH.fullmatch(path) or "//" in path:
         raise ConfigurationError(f"the metrics path must look like /metrics, not {path!r}")
-    if path.endswith(_FAIL_SUFFIX):
-        raise ConfigurationError(f"the metrics path must not end with {_FAIL_SUFFIX}, the fail API's own routes")
+    if path.endswith(API_PATH):
+        raise ConfigurationError(f"the metrics path must not end with {API_PATH}, the fail API's own routes")
 
 
 def child_exit(server: Any, worker: Any) -> None:

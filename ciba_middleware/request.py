@@ -1,7 +1,8 @@
 """Reading and checking the fail API's request: body, content type, charset, fields.
 
-Framework-free: :func:`read_params` takes a WSGI environ, :func:`check_fields` a mapping
-of already-decoded values, so the HTTP route and in-process calls share every check.
+Transport-free: :func:`read_params` takes the request's headers and a function that reads
+its body, whatever server it came from; :func:`check_fields` takes a mapping of
+already-decoded values, so the HTTP route and in-process calls share every check.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from werkzeug.http import parse_options_header
@@ -22,10 +23,10 @@ from werkzeug.http import parse_options_header
 from .errors import BadRequest, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 from .reasons import Reason
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
+__all__ = ["FIELDS", "FailParams", "Reader", "check_fields", "read_params"]
 
-__all__ = ["FIELDS", "FailParams", "check_fields", "read_params"]
+#: Reads up to n bytes of the body (fewer at its end): ``wsgi.input.read``, ``BytesIO.read``.
+Reader = Callable[[int], bytes]
 
 #: The request's fields, in Authlete's names.
 FIELDS = ("ticket", "reason", "errorDescription", "errorUri")
@@ -83,15 +84,32 @@ class FailParams(NamedTuple):
     error_uri: str | None
 
 
-def read_params(environ: WSGIEnvironment, max_body_bytes: int) -> FailParams:
+def read_params(
+    content_type: str,
+    content_length: str,
+    read: Reader,
+    max_body_bytes: int,
+    *,
+    terminated: bool = False,
+    chunked: bool = False,
+) -> FailParams:
     """Read the body of a fail call and check its fields.
+
+    :param content_type: the ``Content-Type`` header ("" when absent).
+    :param content_length: the ``Content-Length`` header ("" when absent).
+    :param read: reads the body; called only for as many bytes as may be read.
+    :param terminated: the stream ends where the body ends, so a body without
+        ``Content-Length`` can be read to its end (WSGI's ``wsgi.input_terminated``;
+        true for a body already in memory).
+    :param chunked: the request announced a body without ``Content-Length``
+        (``Transfer-Encoding``).
 
     Raises :class:`UnsupportedMediaType` (415), :class:`PayloadTooLarge` (413),
     :class:`BadRequest` (400) or :class:`InvalidParameter` (400), each saying exactly what
     is wrong.
     """
-    is_json, charset = _media_type(environ.get("CONTENT_TYPE", ""))
-    body = _read_body(environ, max_body_bytes)
+    is_json, charset = _media_type(content_type)
+    body = _read_body(content_length, read, max_body_bytes, terminated, chunked)
     return check_fields(_parse_json(body, charset) if is_json else _parse_form(body, charset))
 
 
@@ -115,9 +133,7 @@ def _media_type(content_type: str) -> tuple[bool, str]:
     return mimetype == _JSON, charset
 
 
-def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
-    length_header = environ.get("CONTENT_LENGTH", "")
-    stream = environ["wsgi.input"]
+def _read_body(length_header: str, read: Reader, limit: int, terminated: bool, chunked: bool) -> bytes:
     if length_header:
         # isdigit() alone also accepts "²" or "١٢", which int() rejects or misreads.
         if not (length_header.isascii() and length_header.isdigit()):
@@ -125,30 +141,30 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
         length = int(length_header)
         if length > limit:
             raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}.")
-        body: bytes = _read(stream, length) if length else b""
+        body: bytes = _read(read, length) if length else b""
         if len(body) != length:
             raise BadRequest(f"the body ended after {len(body)} of the {length} bytes Content-Length announced.")
         return body
     # No Content-Length: a chunked body, readable to its end only where the server says so
     # (gunicorn and Werkzeug set wsgi.input_terminated). Read one byte past the limit.
-    if environ.get("wsgi.input_terminated"):
-        body = _read(stream, limit + 1)
+    if terminated:
+        body = _read(read, limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes.")
         return body
-    if environ.get("HTTP_TRANSFER_ENCODING"):
+    if chunked:
         # A body is there, but this server cannot say where it ends: reading could block.
         # Refuse it rather than fail the request with the wrong reason and keep its ticket.
         raise BadRequest("a body without Content-Length needs a WSGI server that sets wsgi.input_terminated.")
     return b""
 
 
-def _read(stream: Any, size: int) -> bytes:
+def _read(read: Reader, size: int) -> bytes:
     # The server raises its own errors when the caller's framing is broken (gunicorn's
     # InvalidChunkSize, NoMoreData) or the caller went away: the request's fault, a 400,
     # not an unexpected error with a traceback in the log.
     try:
-        data: bytes = stream.read(size)
+        data: bytes = read(size)
     except Exception as exc:
         raise BadRequest(f"the body could not be read ({type(exc).__name__}); check its framing.") from None
     return data

@@ -1,16 +1,42 @@
-"""The fail API's answer: :class:`FailResponse`, and its JSON exactly as Authlete writes it."""
+"""Everything that renders an answer.
+
+- to the *caller* of the fail API: :class:`FailResponse` and its JSON exactly as Authlete
+  writes it (:func:`success_json`, :func:`error_body`, the pre-encoded answer of each
+  reason in :data:`PLAIN_ANSWERS`);
+- to the *client* of the backchannel authentication endpoint, after a fail call:
+  :func:`client_response` and :class:`ClientResponse` (CIBA Core 13);
+- to any other request of the fail API alone: :func:`not_found_app`, a JSON 404.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError
 from .reasons import Action, Reason
 
-__all__ = ["HEADERS", "SUCCESS_CODE", "SUCCESS_MESSAGE", "FailResponse", "response_content", "success_json"]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = [
+    "HEADERS",
+    "PLAIN_ANSWERS",
+    "SUCCESS_CODE",
+    "SUCCESS_MESSAGE",
+    "ClientResponse",
+    "FailResponse",
+    "client_response",
+    "error_body",
+    "not_found_app",
+    "response_content",
+    "status_line",
+    "success_json",
+]
 
 SUCCESS_CODE = "A185001"
 SUCCESS_MESSAGE = "[A185001] Successfully generated an error response for the backchannel authentication request."
@@ -113,4 +139,112 @@ def error_body(error: ApiError) -> bytes:
 
 
 def status_line(code: int) -> str:
+    """``404 Not Found``: the status line of ``code``, as WSGI wants it."""
     return f"{code} {HTTPStatus(code).phrase}"
+
+
+def _with_length(body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    return (*HEADERS, ("Content-Length", str(len(body)))), body
+
+
+#: The headers and body of the success answer for each reason without description or URI,
+#: encoded once: most calls get one of these.
+PLAIN_ANSWERS: dict[Reason, tuple[tuple[tuple[str, str], ...], bytes]] = {
+    reason: _with_length(success_json(reason)) for reason in Reason
+}
+
+
+def not_found_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """A WSGI app that answers every request with a JSON 404."""
+    body = b'{"error":"not_found"}'
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+# -- the answer to the CIBA client ---------------------------------------------------------
+
+_ACTIONS = ", ".join(a.value for a in Action)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientResponse:
+    """The status, headers and body for the client of the backchannel authentication endpoint.
+
+    The fail API answers the *authorization server*; the server then answers its *client*
+    (CIBA Core 13) with a status taken from the API's ``action`` and a body that is the
+    API's ``responseContent``.
+
+    ``headers`` hold ``Content-Type: application/json;charset=UTF-8``,
+    ``Cache-Control: no-store`` and ``Pragma: no-cache``; the framework adds
+    ``Content-Length``. With Flask::
+
+        r = client_response(fail_response)
+        return flask.Response(r.body, status=r.status, headers=r.headers)
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: str
+
+
+def client_response(fail_response: object, *, server_error_status: int = 500) -> ClientResponse:
+    """Turn the fail API's answer into the response for the client.
+
+    Whichever way the fail call was made, ``fail_response`` is one of:
+
+    - a :class:`ciba_middleware.FailResponse` (from :meth:`BackchannelFailMiddleware.fail`);
+    - a mapping with Authlete's field names ``action`` and ``responseContent``
+      (the JSON body of a remote call, parsed);
+    - an object with attributes ``action`` (an enum whose ``name`` is the action, or a
+      string) and ``responseContent``: authlete-python's
+      ``BackchannelAuthenticationFailResponse``.
+
+    The status is 400 for ``BAD_REQUEST``, 403 for ``FORBIDDEN`` and ``server_error_status``
+    for ``INTERNAL_SERVER_ERROR``: Authlete notes that commercial deployments often prefer
+    another status than 5xx there. Any other action, or a missing ``responseContent``,
+    raises :class:`ValueError` rather than answering the client something made up.
+
+    >>> r = client_response(FailResponse.success(Reason.ACCESS_DENIED))
+    >>> r.status, r.body
+    (403, '{"error":"access_denied"}')
+    """
+    if isinstance(server_error_status, bool) or not isinstance(server_error_status, int):
+        raise TypeError(f"server_error_status must be an int, not {type(server_error_status).__name__}")
+    if not 400 <= server_error_status <= 599:
+        raise ValueError(f"server_error_status must be an HTTP error status (400-599), not {server_error_status}")
+
+    if isinstance(fail_response, FailResponse):
+        action: object = fail_response.action
+        content: object = fail_response.response_content
+    elif isinstance(fail_response, Mapping):
+        action = fail_response.get("action")
+        content = fail_response.get("responseContent")
+    elif hasattr(fail_response, "action") and hasattr(fail_response, "responseContent"):
+        action = fail_response.action
+        content = fail_response.responseContent
+    else:
+        raise TypeError(
+            "fail_response must be a FailResponse, a mapping with 'action' and 'responseContent', "
+            f"or an Authlete BackchannelAuthenticationFailResponse, not {type(fail_response).__name__}"
+        )
+
+    known = _action(action)
+    if not isinstance(content, str) or not content:
+        raise ValueError(f"the fail response has no responseContent (got {type(content).__name__})")
+    status = server_error_status if known is Action.INTERNAL_SERVER_ERROR else known.status
+    return ClientResponse(status, list(HEADERS), content)
+
+
+def _action(value: object) -> Action:
+    """The Action named by ``value``: an Action, an Authlete enum member, or its name."""
+    if isinstance(value, Enum) and not isinstance(value, str):
+        value = value.name
+    if isinstance(value, str):
+        try:
+            return Action(value)
+        except ValueError:
+            pass
+    raise ValueError(f"the fail response's action is {value!r}, which is not one of {_ACTIONS}")

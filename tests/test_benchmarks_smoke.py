@@ -91,4 +91,4 @@ def test_the_hot_path_profile_runs() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "_serve" in done.stdout
+    assert "respond" in done.stdout

@@ -1,0 +1,305 @@
+"""The fail API without a transport: :class:`FailApi`.
+
+An adapter (the WSGI middleware, and any other server's) hands :meth:`FailApi.respond`
+what an HTTP request to the API carries and writes back the :class:`Answer` it gets. The
+order of the checks, and what each failure answers, live here and nowhere else::
+
+    match -> method -> authenticate -> coverage -> parse -> validate -> store -> render
+
+:meth:`FailApi.fail` is the same call made in process by the wrapped app, without HTTP
+and without authentication.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from enum import Enum
+from http import HTTPStatus
+from typing import Literal, NamedTuple
+
+from .auth import Principal, TokenVerifier, authenticate
+from .errors import (
+    API_PATH,
+    ApiError,
+    ConfigurationError,
+    Forbidden,
+    InternalError,
+    MethodNotAllowed,
+    StoreError,
+    StoreFailed,
+)
+from .events import FailEvent, Observer, notify
+from .reasons import Action, Reason
+from .request import FailParams, Reader, check_fields, read_params
+from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
+from .stores.base import TicketStore, ticket_hash, well_formed
+
+__all__ = ["API_PATH", "Answer", "FailApi", "Route"]
+
+log = logging.getLogger(__name__)
+
+#: ``("v3", service ID)`` for ``/api/{serviceId}/...``, ``("v2", None)`` for ``/api/...``.
+Route = tuple[Literal["v3", "v2"], str | None]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+_ROUTES_CACHED = 256
+_ROUTE_CACHED_LENGTH = 256
+
+
+class Answer(NamedTuple):
+    """What to send back: ``status``, ``headers`` (a list of the caller's own), ``body``.
+
+    ``event`` is what was handed to the observers, or None when there are none.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    event: FailEvent | None = None
+
+    @property
+    def status_line(self) -> str:
+        """``200 OK``: the status as WSGI's ``start_response`` takes it."""
+        return _STATUS_LINES[self.status]
+
+
+class FailApi:
+    """Authlete's ``/backchannel/authentication/fail`` API, as a function of a request.
+
+    :param store: where tickets live (:func:`ciba_middleware.stores.store_from_url`).
+    :param verifier: who may call (:class:`ciba_middleware.StaticTokenVerifier` or your own).
+    :param prefix: a path in front of ``/api``, e.g. ``/authlete``; empty by default, as in
+        Authlete.
+    :param max_body_bytes: the largest body accepted (413 beyond).
+    :param observers: callables given a :class:`~ciba_middleware.events.FailEvent` after
+        each call, for metrics and audit logs.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: TicketStore,
+        verifier: TokenVerifier,
+        prefix: str = "",
+        max_body_bytes: int = 16384,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix):
+            raise ConfigurationError(f"prefix must be empty or start with '/' and not end with one, not {prefix!r}")
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise ConfigurationError(f"max_body_bytes must be a positive integer, not {max_body_bytes!r}")
+        if not isinstance(store, TicketStore):
+            raise ConfigurationError(f"store must be a TicketStore, not {type(store).__name__}")
+        if not isinstance(verifier, TokenVerifier):
+            raise ConfigurationError(f"verifier must be a TokenVerifier, not {type(verifier).__name__}")
+        self.store = store
+        self.verifier = verifier
+        self.prefix = prefix
+        self.max_body_bytes = max_body_bytes
+        self.observers = tuple(observers)
+        self._v2_head = f"{prefix}/api"
+        self._v3_head = f"{prefix}/api/"
+        # path -> route, for paths already matched: a caller uses one or a few.
+        self._routes: dict[str, Route] = {}
+
+    # -- matching ---------------------------------------------------------------------
+
+    def route(self, path: str) -> Route | None:
+        """The route ``path`` names, or None when the request is not for the fail API.
+
+        ``path`` is the request's path as WSGI's ``PATH_INFO`` has it: the raw bytes
+        decoded as latin-1 (PEP 3333). Anything that does not end with the API's path
+        costs one string comparison.
+        """
+        if not path.endswith(API_PATH):
+            return None
+        route = self._routes.get(path)
+        if route is None:
+            route = self._match(path)
+            # Bounded, so that a caller inventing service IDs cannot grow it without end.
+            if route is not None and len(self._routes) < _ROUTES_CACHED and len(path) <= _ROUTE_CACHED_LENGTH:
+                self._routes[path] = route
+        return route
+
+    def _match(self, path: str) -> Route | None:
+        head = path[: -len(API_PATH)]
+        if head == self._v2_head:
+            return ("v2", None)
+        if head.startswith(self._v3_head):
+            service = head[len(self._v3_head) :]
+            if service and "/" not in service:
+                # Service IDs are UTF-8 on the wire.
+                return ("v3", service.encode("latin-1", "replace").decode("utf-8", "replace"))
+        return None
+
+    # -- over HTTP --------------------------------------------------------------------
+
+    def respond(
+        self,
+        route: Route,
+        method: str,
+        authorization: str,
+        content_type: str,
+        content_length: str,
+        read: Reader,
+        *,
+        terminated: bool = False,
+        chunked: bool = False,
+        client_addr: str | None = None,
+        request_id: str | None = None,
+    ) -> Answer:
+        """Answer one HTTP request to ``route`` (from :meth:`route`).
+
+        The headers are given as sent ("" when absent); ``read``, ``terminated`` and
+        ``chunked`` describe the body as :func:`ciba_middleware.request.read_params` takes
+        it. ``request_id`` is the caller's ``X-Request-Id``, kept when well formed (else a
+        new one is made) for the event. Never raises: this is the one place where an
+        unexpected exception becomes an answer.
+        """
+        started = time.perf_counter() if self.observers else 0.0
+        principal: Principal | None = None
+        service: str | None = route[1]
+        params: FailParams | None = None
+        deleted: bool | None = None
+        try:
+            if method != "POST":
+                raise MethodNotAllowed(f"use POST, not {_ascii(method)}.")
+            principal, service = authenticate(self.verifier, authorization, service)
+            if not principal.covers(service):
+                raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
+            params = read_params(
+                content_type, content_length, read, self.max_body_bytes, terminated=terminated, chunked=chunked
+            )
+            deleted = self._delete(service, params.ticket)
+        except ApiError as exc:
+            error = exc
+        except Exception:
+            # The traceback holds no secret: tokens are never kept in locals of a frame
+            # that can fail.
+            log.exception("unexpected error in the fail API")
+            error = InternalError("an unexpected error occurred; see the server log.")
+        else:
+            if params.error_description is None and params.error_uri is None:
+                fixed, body = PLAIN_ANSWERS[params.reason]
+                # A list of its own each time: whoever gets it may append to it.
+                headers = list(fixed)
+            else:
+                body = success_json(params.reason, params.error_description, params.error_uri)
+                headers = [*HEADERS, ("Content-Length", str(len(body)))]
+            event = None
+            if self.observers:
+                event = self._event(
+                    route[0], service, principal, params, deleted, None, started, client_addr, request_id
+                )
+            return Answer(200, headers, body, event)
+
+        body = error_body(error)
+        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(body)))]
+        event = None
+        if self.observers:
+            event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
+        return Answer(error.status, headers, b"" if method == "HEAD" else body, event)
+
+    # -- in process -------------------------------------------------------------------
+
+    def fail(
+        self,
+        service_id: str,
+        ticket: str | None = None,
+        reason: Reason | str | Enum | None = None,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+    ) -> FailResponse:
+        """Fail a backchannel authentication request without HTTP, from the wrapped app.
+
+        Same checks and same answer as the HTTP API, minus authentication (the caller is
+        this process). ``reason`` may be a :class:`Reason`, its name, or an Authlete DTO
+        enum. A bad argument raises :class:`ciba_middleware.errors.InvalidParameter`
+        (a ``ValueError``); a failing store gives a response with action
+        ``INTERNAL_SERVER_ERROR`` and result code ``A185101``, so the client still gets
+        ``server_error``.
+        """
+        started = time.perf_counter()
+        if isinstance(reason, Enum) and not isinstance(reason, str):
+            reason = reason.name
+        params = check_fields(
+            {"ticket": ticket, "reason": reason, "errorDescription": error_description, "errorUri": error_uri}
+        )
+        error: StoreFailed | None = None
+        deleted: bool | None = None
+        try:
+            deleted = self._delete(service_id, params.ticket)
+        except StoreFailed as exc:
+            error = exc
+            response = FailResponse.from_error(exc)
+        else:
+            response = FailResponse.success(params.reason, params.error_description, params.error_uri)
+        if self.observers:
+            self._event(None, service_id, None, params, deleted, error, started, None, None)
+        return response
+
+    # -- shared -----------------------------------------------------------------------
+
+    def _delete(self, service_id: str, ticket: str | None) -> bool | None:
+        if not ticket:
+            return None
+        if not well_formed(ticket):
+            return False
+        try:
+            return self.store.delete(service_id, ticket)
+        except StoreError as exc:
+            log.error("ticket store failed deleting ticket %s of service %s: %s", ticket_hash(ticket), service_id, exc)
+            raise StoreFailed("the ticket store failed; the ticket may not have been deleted.") from exc
+
+    def _event(
+        self,
+        route: Literal["v3", "v2"] | None,
+        service: str | None,
+        principal: Principal | None,
+        params: FailParams | None,
+        deleted: bool | None,
+        error: ApiError | None,
+        started: float,
+        client_addr: str | None,
+        request_id: str | None,
+    ) -> FailEvent:
+        """Build the call's event (``route`` None: in process) and hand it to the observers."""
+        action: Action | None
+        if error is None:
+            assert params is not None
+            status, result_code, action = 200, SUCCESS_CODE, params.reason.action
+        else:
+            status, result_code = error.status, error.result_code
+            action = Action.INTERNAL_SERVER_ERROR if error.with_action else None
+        if route is not None and (request_id is None or not _REQUEST_ID.fullmatch(request_id)):
+            request_id = uuid.uuid4().hex
+        event = FailEvent(
+            via="in_process" if route is None else "http",
+            route=route,
+            service_id=service,
+            principal=principal,
+            status=status,
+            result_code=result_code,
+            reason=params.reason if params else None,
+            action=action,
+            ticket_hash=ticket_hash(params.ticket) if params and params.ticket else None,
+            deleted=deleted,
+            auth_failure=error.auth_failure if error else None,
+            store_error=isinstance(error, StoreFailed),
+            client_addr=client_addr,
+            request_id=request_id,
+            duration=time.perf_counter() - started,
+        )
+        notify(self.observers, event)
+        return event
+
+
+def _ascii(value: str, limit: int = 64) -> str:
+    """A caller-controlled value made safe for a message: short, quoted, ASCII-escaped."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return ascii(shown)
