@@ -318,6 +318,14 @@ REJECTED = [
                  "charset 'klingon' is not supported; use utf-8.", id="unknown-charset"),
     pytest.param({"Content-Type": "application/json; charset=rot13"}, b"{}", 415, "A185203",
                  "charset 'rot13' is not supported; use utf-8.", id="codec-that-is-not-a-text-encoding"),
+    *(pytest.param({"Content-Type": f"application/json; charset={name}"}, b"{}", 415, "A185203",
+                   f"charset '{name}' is not supported; use utf-8.", id=f"charset-{name}")
+      for name in ("utf-7", "unicode_escape", "raw_unicode_escape", "cp037", "idna", "punycode", "utf-8-sig")),
+    pytest.param({"Content-Type": "application/json; charset=utf-8; charset=utf-7"}, b"{}", 415, "A185203",
+                 "Content-Type has the charset parameter more than once.", id="charset-twice"),
+    pytest.param({"Content-Type": "application/x-www-form-urlencoded; Charset=latin-1;charset=utf-8"},
+                 b"reason=ACCESS_DENIED", 415, "A185203",
+                 "Content-Type has the charset parameter more than once.", id="form-charset-twice"),
     pytest.param(JSON, b'{"errorDescription":"' + b"x" * 16400 + b'"}', 413, "A185204",
                  "the body is 16423 bytes; the limit is 16384.", id="too-large"),
 ]  # fmt: skip
@@ -328,6 +336,25 @@ def test_rejected_bodies(
     client: Any, headers: dict[str, str], body: bytes, status: int, code: str, detail: str
 ) -> None:
     check(post(client, body, {**BEARER, **headers}), status, error(code, detail))
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-7", "application/json; charset=utf-8; charset=utf-7"]
+)
+def test_a_body_read_one_way_by_others_deletes_nothing(client: Any, sqlite_url: str, content_type: str) -> None:
+    """Read as UTF-8, as any JSON parser would, this body is one member "x"; read as UTF-7,
+    its ``+ACI-`` are quotes and it fails a ticket. Such a body is refused, the ticket kept."""
+    store = store_from_url(sqlite_url)
+    try:
+        ticket = store.issue(SERVICE)
+        hidden = f'{{"x":"+ACI-,+ACI-ticket+ACI-:+ACI-{ticket}+ACI-,+ACI-reason+ACI-:+ACI-ACCESS_DENIED"}}'
+        assert json.loads(hidden).keys() == {"x"}
+        assert json.loads(hidden.encode().decode("utf-7"))["ticket"] == ticket
+        answer = post(client, hidden.encode(), {**BEARER, "Content-Type": content_type})
+        assert answer.status == 415
+        assert store.exists(SERVICE, ticket)
+    finally:
+        store.close()
 
 
 def test_missing_content_type(client: Any) -> None:
