@@ -34,7 +34,7 @@ from .errors import (
 )
 from .events import FailEvent, Observer, notify
 from .reasons import Action, Reason
-from .request import FailParams, Reader, check_fields, read_params
+from .request import Body, FailParams, check_fields, read_params
 from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
 from .stores.base import TicketStore, ticket_hash, well_formed
 
@@ -144,22 +144,18 @@ class FailApi:
         route: Route,
         method: str,
         authorization: str,
-        content_type: str,
-        content_length: str,
-        read: Reader,
+        body: Body,
         *,
-        terminated: bool = False,
-        chunked: bool = False,
         client_addr: str | None = None,
         request_id: str | None = None,
     ) -> Answer:
         """Answer one HTTP request to ``route`` (from :meth:`route`).
 
-        The headers are given as sent ("" when absent); ``read``, ``terminated`` and
-        ``chunked`` describe the body as :func:`ciba_middleware.request.read_params` takes
-        it. ``request_id`` is the caller's ``X-Request-Id``, kept when well formed (else a
-        new one is made) for the event. Never raises: this is the one place where an
-        unexpected exception becomes an answer.
+        ``method`` and the ``Authorization`` header are given as sent ("" when absent);
+        ``body`` is the request's :class:`~ciba_middleware.request.Body`. ``request_id`` is
+        the caller's ``X-Request-Id``, kept when well formed (else a new one is made) for
+        the event. Never raises: this is the one place where an unexpected exception
+        becomes an answer.
         """
         started = time.perf_counter() if self.observers else 0.0
         principal: Principal | None = None
@@ -172,9 +168,7 @@ class FailApi:
             principal, service = authenticate(self.verifier, authorization, service)
             if not principal.covers(service):
                 raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
-            params = read_params(
-                content_type, content_length, read, self.max_body_bytes, terminated=terminated, chunked=chunked
-            )
+            params = read_params(body, self.max_body_bytes)
             deleted = self._delete(service, params.ticket)
         except ApiError as exc:
             error = exc
@@ -185,25 +179,25 @@ class FailApi:
             error = InternalError("an unexpected error occurred; see the server log.")
         else:
             if params.error_description is None and params.error_uri is None:
-                fixed, body = PLAIN_ANSWERS[params.reason]
+                fixed, answer = PLAIN_ANSWERS[params.reason]
                 # A list of its own each time: whoever gets it may append to it.
                 headers = list(fixed)
             else:
-                body = success_json(params.reason, params.error_description, params.error_uri)
-                headers = [*HEADERS, ("Content-Length", str(len(body)))]
+                answer = success_json(params.reason, params.error_description, params.error_uri)
+                headers = [*HEADERS, ("Content-Length", str(len(answer)))]
             event = None
             if self.observers:
                 event = self._event(
                     route[0], service, principal, params, deleted, None, started, client_addr, request_id
                 )
-            return Answer(200, headers, body, event)
+            return Answer(200, headers, answer, event)
 
-        body = error_body(error)
-        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(body)))]
+        answer = error_body(error)
+        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer)))]
         event = None
         if self.observers:
             event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
-        return Answer(error.status, headers, b"" if method == "HEAD" else body, event)
+        return Answer(error.status, headers, b"" if method == "HEAD" else answer, event)
 
     # -- in process -------------------------------------------------------------------
 

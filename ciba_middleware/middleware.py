@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from .auth import TokenVerifier
 from .core import FailApi
 from .events import Observer
-from .reasons import Reason
-from .response import FailResponse
+from .request import Body
 from .stores.base import TicketStore
 
 if TYPE_CHECKING:
@@ -68,12 +66,14 @@ class BackchannelFailMiddleware:
         self.api = FailApi(
             store=store, verifier=verifier, prefix=prefix, max_body_bytes=max_body_bytes, observers=observers
         )
+        #: Fail a request in process, from the wrapped app: :meth:`FailApi.fail`.
+        self.fail = self.api.fail
 
     @classmethod
     def around(cls, app: WSGIApplication, api: FailApi) -> BackchannelFailMiddleware:
         """The middleware serving an existing ``api`` in front of ``app``."""
         middleware = cls.__new__(cls)
-        middleware.app, middleware.api = app, api
+        middleware.app, middleware.api, middleware.fail = app, api, api.fail
         return middleware
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -85,27 +85,18 @@ class BackchannelFailMiddleware:
             route,
             get("REQUEST_METHOD", ""),
             get("HTTP_AUTHORIZATION", ""),
-            get("CONTENT_TYPE", ""),
-            get("CONTENT_LENGTH", ""),
-            get("wsgi.input", _NO_BODY).read,
-            terminated=bool(get("wsgi.input_terminated")),
-            chunked=bool(get("HTTP_TRANSFER_ENCODING")),
+            Body(
+                get("CONTENT_TYPE", ""),
+                get("CONTENT_LENGTH", ""),
+                get("wsgi.input", _NO_BODY).read,
+                bool(get("wsgi.input_terminated")),
+                bool(get("HTTP_TRANSFER_ENCODING")),
+            ),
             client_addr=get("REMOTE_ADDR"),
             request_id=get("HTTP_X_REQUEST_ID"),
         )
         start_response(answer.status_line, answer.headers)
         return [answer.body]
-
-    def fail(
-        self,
-        service_id: str,
-        ticket: str | None = None,
-        reason: Reason | str | Enum | None = None,
-        error_description: str | None = None,
-        error_uri: str | None = None,
-    ) -> FailResponse:
-        """Fail a request in process, from the wrapped app: :meth:`FailApi.fail`."""
-        return self.api.fail(service_id, ticket, reason, error_description, error_uri)
 
     # The API's settings, read through: one object holds them.
 

@@ -23,7 +23,7 @@ from werkzeug.http import parse_options_header
 from .errors import BadRequest, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 from .reasons import Reason
 
-__all__ = ["ALLOWED_CHARSETS", "FIELDS", "FailParams", "Reader", "check_fields", "read_params"]
+__all__ = ["ALLOWED_CHARSETS", "FIELDS", "Body", "FailParams", "Reader", "check_fields", "read_params"]
 
 #: Reads up to n bytes of the body (fewer at its end): ``wsgi.input.read``, ``BytesIO.read``.
 Reader = Callable[[int], bytes]
@@ -84,33 +84,32 @@ class FailParams(NamedTuple):
     error_uri: str | None
 
 
-def read_params(
-    content_type: str,
-    content_length: str,
-    read: Reader,
-    max_body_bytes: int,
-    *,
-    terminated: bool = False,
-    chunked: bool = False,
-) -> FailParams:
-    """Read the body of a fail call and check its fields.
+class Body(NamedTuple):
+    """A request's body as the request carries it, whatever server it came through."""
 
-    :param content_type: the ``Content-Type`` header ("" when absent).
-    :param content_length: the ``Content-Length`` header ("" when absent).
-    :param read: reads the body; called only for as many bytes as may be read.
-    :param terminated: the stream ends where the body ends, so a body without
-        ``Content-Length`` can be read to its end (WSGI's ``wsgi.input_terminated``;
-        true for a body already in memory).
-    :param chunked: the request announced a body without ``Content-Length``
-        (``Transfer-Encoding``).
+    #: The ``Content-Type`` header ("" when absent).
+    content_type: str
+    #: The ``Content-Length`` header ("" when absent).
+    content_length: str
+    #: Reads the body; called only for as many bytes as may be read.
+    read: Reader
+    #: The stream ends where the body ends, so a body without ``Content-Length`` can be
+    #: read to its end (WSGI's ``wsgi.input_terminated``; true for a body already in memory).
+    terminated: bool = False
+    #: The request announced a body without ``Content-Length`` (``Transfer-Encoding``).
+    chunked: bool = False
+
+
+def read_params(body: Body, max_body_bytes: int) -> FailParams:
+    """Read the body of a fail call and check its fields.
 
     Raises :class:`UnsupportedMediaType` (415), :class:`PayloadTooLarge` (413),
     :class:`BadRequest` (400) or :class:`InvalidParameter` (400), each saying exactly what
     is wrong.
     """
-    is_json, charset = _media_type(content_type)
-    body = _read_body(content_length, read, max_body_bytes, terminated, chunked)
-    return check_fields(_parse_json(body, charset) if is_json else _parse_form(body, charset))
+    is_json, charset = _media_type(body.content_type)
+    data = _read_body(body.content_length, body.read, max_body_bytes, body.terminated, body.chunked)
+    return check_fields(_parse_json(data, charset) if is_json else _parse_form(data, charset))
 
 
 # A caller sends the same Content-Type on every call: parse each distinct header once.
