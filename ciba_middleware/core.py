@@ -68,6 +68,10 @@ class Answer(NamedTuple):
         return _STATUS_LINES[self.status]
 
 
+# tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
+_new_answer = tuple.__new__
+
+
 class FailApi:
     """Authlete's ``/backchannel/authentication/fail`` API, as a function of a request.
 
@@ -145,7 +149,6 @@ class FailApi:
         method: str,
         authorization: str,
         body: Body,
-        *,
         client_addr: str | None = None,
         request_id: str | None = None,
     ) -> Answer:
@@ -190,14 +193,14 @@ class FailApi:
                 event = self._event(
                     route[0], service, principal, params, deleted, None, started, client_addr, request_id
                 )
-            return Answer(200, headers, answer, event)
+            return _new_answer(Answer, (200, headers, answer, event))
 
         answer = error_body(error)
         headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer)))]
         event = None
         if self.observers:
             event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
-        return Answer(error.status, headers, b"" if method == "HEAD" else answer, event)
+        return _new_answer(Answer, (error.status, headers, b"" if method == "HEAD" else answer, event))
 
     # -- in process -------------------------------------------------------------------
 
