@@ -105,10 +105,10 @@ class PendingRequests:
             db.execute(_SCHEMA)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit mode, inside ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
+    def _connect(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """A connection of its own, inside ``begin`` ... ``COMMIT``: a read-then-write takes the lock first."""
         with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(begin)
             try:
                 yield db
             except BaseException:
@@ -158,7 +158,7 @@ class PendingRequests:
     def waiting_for(self, subject: str, now: float | None = None) -> list[Pending]:
         """The user's requests still waiting for a decision, oldest first."""
         now = time.time() if now is None else now
-        with self._connect() as db:
+        with self._connect("BEGIN") as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM demo_pending"
                 " WHERE subject = ? AND status = 'pending' AND expires_at > ? ORDER BY created_at",
