@@ -23,7 +23,12 @@ from ciba_middleware import ConfigurationError
 from ciba_middleware.cli import mask_url
 from ciba_middleware.flask import CibaMiddleware
 
-from .app import EXTENSION_KEY, DemoState, create_app
+try:
+    from .app import EXTENSION_KEY, DemoState, create_app
+except ModuleNotFoundError as missing:  # the [flask] extra alone has no joserfc
+    if missing.name != "joserfc":
+        raise
+    sys.exit("example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

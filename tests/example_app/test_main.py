@@ -219,3 +219,23 @@ def test_create_app_refuses_an_http_mode_it_cannot_run(
     with pytest.raises(ConfigurationError) as caught:
         create_app({"CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}", **config})
     assert str(caught.value) == message
+
+
+def test_without_joserfc_it_says_which_extra_to_install(tmp_path: Path) -> None:
+    hide = (
+        "import runpy, sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'joserfc':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "runpy.run_module('example_app', run_name='__main__', alter_sys=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'\n",
+    )
