@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ from .pending import Pending, PendingRequests
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
-    "CIBA_GRANT",
+    "GRANT_TYPE",
     "ID_TOKEN_LIFETIME",
     "bp",
     "end_ticket",
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("oidc", __name__)
 
-CIBA_GRANT = "urn:openid:params:grant-type:ciba"
+GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 #: Seconds the access token and the ID token are valid.
 ACCESS_TOKEN_LIFETIME = 3600
 ID_TOKEN_LIFETIME = 600
@@ -95,7 +96,7 @@ def discovery() -> Response:
             "backchannel_authentication_endpoint": f"{base}/backchannel/authentication",
             "backchannel_token_delivery_modes_supported": ["poll"],
             "backchannel_user_code_parameter_supported": True,
-            "grant_types_supported": [CIBA_GRANT],
+            "grant_types_supported": [GRANT_TYPE],
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
             # No authorization endpoint: CIBA only, so no response type either.
             "response_types_supported": [],
@@ -127,8 +128,8 @@ def token() -> Response:
     grant_type = form.get("grant_type") or None
     if grant_type is None:
         raise ProtocolError("invalid_request", "The parameter grant_type is required.")
-    if grant_type != CIBA_GRANT:
-        raise ProtocolError("unsupported_grant_type", f"This server supports the grant type {CIBA_GRANT} only.")
+    if grant_type != GRANT_TYPE:
+        raise ProtocolError("unsupported_grant_type", f"This server supports the grant type {GRANT_TYPE} only.")
     if not client.ciba:
         raise ProtocolError("unauthorized_client", "The client is not registered for CIBA.")
     auth_req_id = form.get("auth_req_id") or None
@@ -136,7 +137,11 @@ def token() -> Response:
         raise ProtocolError("invalid_request", "The parameter auth_req_id is required.")
 
     pending: PendingRequests = current_app.extensions["example_app"].pending
-    outcome, found = pending.poll(auth_req_id, client.client_id)
+    try:
+        outcome, found = pending.poll(auth_req_id, client.client_id)
+    except sqlite3.Error:
+        log.exception("the pending requests could not be read")
+        raise ProtocolError("server_error", "The authorization server failed; try again later.", 500) from None
     if outcome == "tokens":
         assert found is not None
         log.info("issuing tokens to %s for %s (ticket %s)", client.client_id, found.subject, ticket_hash(found.ticket))

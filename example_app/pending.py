@@ -13,6 +13,7 @@ anyone collect tokens. The device knows a request by another random id of its ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import sqlite3
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ciba_middleware import sha256_hex
 
@@ -30,8 +32,8 @@ __all__ = ["RETENTION", "Pending", "PendingRequests", "Poll"]
 #: (``invalid_grant``).
 RETENTION = 600
 
-#: What a poll of the token endpoint finds.
-Poll = str  # "tokens", "authorization_pending", "slow_down", "access_denied", "expired_token", "invalid_grant"
+#: What a poll of the token endpoint finds: the tokens, or the error to answer.
+Poll = Literal["tokens", "authorization_pending", "slow_down", "access_denied", "expired_token", "invalid_grant"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS demo_pending (
@@ -181,8 +183,7 @@ class PendingRequests:
             db.execute(
                 "UPDATE demo_pending SET status = ?, decided_at = ? WHERE device_id = ?", (status, now, device_id)
             )
-        pending = _row(row)
-        return Pending(**{**pending.__dict__, "status": status, "decided_at": now})
+        return dataclasses.replace(_row(row), status=status, decided_at=now)
 
     def poll(self, auth_req_id: str, client_id: str, now: float | None = None) -> tuple[Poll, Pending | None]:
         """A poll of the token endpoint (CIBA Core 10-11): what to answer, and the request.

@@ -434,6 +434,21 @@ def test_pending_requests_that_cannot_be_recorded_fail_the_ticket_with_server_er
     assert "no such table: demo_pending" in caplog.text
 
 
+def test_pending_requests_that_cannot_be_read_are_a_server_error_at_the_token_endpoint(
+    app_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, tmp_path = app_client
+    with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+        db.execute("DROP TABLE demo_pending")
+    response = client.post("/token", data={"grant_type": CIBA, "auth_req_id": "x"}, headers=_basic())
+    assert (response.status_code, response.headers["Cache-Control"], response.json) == (
+        500,
+        "no-store",
+        {"error": "server_error", "error_description": "The authorization server failed; try again later."},
+    )
+    assert "the pending requests could not be read" in caplog.text
+
+
 def test_a_decision_stands_when_the_ticket_store_fails_to_delete_the_ticket(
     app_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
