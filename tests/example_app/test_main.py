@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from conftest import GRANTS, free_port
 
 from ciba_middleware import ConfigurationError
 from example_app import create_app
-from example_app.__main__ import PooledWSGIServer
+from example_app.__main__ import PooledWSGIServer, RequestHandler
 
 DEMO = ("demo-client", "demo-secret")
 
@@ -239,3 +241,26 @@ def test_without_joserfc_it_says_which_extra_to_install(tmp_path: Path) -> None:
         "",
         "example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'\n",
     )
+
+
+def test_a_silent_client_does_not_hold_a_thread_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one thread, a connection that sends nothing is dropped after the timeout, then others are served."""
+    monkeypatch.setattr(RequestHandler, "timeout", 1)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = PooledWSGIServer("127.0.0.1", 0, app, threads=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as idle:
+            started = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 5
+        assert requests.get(f"http://127.0.0.1:{server.server_port}/", timeout=10).text == "ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
