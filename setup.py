@@ -3,8 +3,8 @@
 Extras:
     redis     the Redis ticket store (redis-py, with hiredis to parse replies in C)
     postgres  the PostgreSQL ticket store (psycopg 3 with its pool)
-    flask     the Flask integration and the demo server in ``example_app``
-    demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
+    flask     the Flask integration (example_app, the demo server, needs demo)
+    demo      flask + joserfc (example_app's ID tokens) + the authlete client (CIBA_DEMO_FAIL_VIA=http)
     metrics   Prometheus metrics (prometheus_client)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
@@ -18,7 +18,7 @@ EXTRAS = {
     "redis": ["redis[hiredis]>=5.0"],
     "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
     "flask": ["Flask>=3.0"],
-    "demo": ["Flask>=3.0", "authlete>=1.3.0"],
+    "demo": ["Flask>=3.0", "joserfc>=1.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
 }
@@ -39,6 +39,9 @@ EXTRAS["test"] = sorted(
         "jsonschema>=4.20",
         "openapi-spec-validator>=0.7",
         "PyYAML>=6.0",
+        # example_app: its ID tokens, and its device page in Debian's chromium
+        "joserfc>=1.0",
+        "playwright>=1.40",
     }
 )
 EXTRAS["dev"] = sorted(

@@ -9,6 +9,16 @@ hint tokens.
 
 from __future__ import annotations
 
-from .app import DEMO_SERVICE_ID, create_app
+from typing import Any
 
 __all__ = ["DEMO_SERVICE_ID", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that ``python -m example_app`` reaches its own start-up
+    # checks (a missing joserfc is one line there, not a traceback from this import).
+    if name in __all__:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """``python -m example_app [--host H] [--port P]``: run the demo on Werkzeug, with a pool of threads.
 
+It answers in HTTP/1.1, and ``wsgi.multithread`` is true.
+
 Prints the URLs to try and, when none was configured, the development token generated for
 this run. Threads matter: with ``CIBA_DEMO_FAIL_VIA=http`` the server calls itself.
 """
@@ -15,13 +17,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from ciba_middleware import ConfigurationError
 from ciba_middleware.cli import mask_url
 from ciba_middleware.flask import CibaMiddleware
 
-from .app import EXTENSION_KEY, DemoState, create_app
+try:
+    from .app import EXTENSION_KEY, DemoState, create_app
+except ModuleNotFoundError as missing:  # the [flask] extra alone has no joserfc
+    if missing.name != "joserfc":
+        raise
+    sys.exit("example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,16 +61,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class RequestHandler(WSGIRequestHandler):
+    """HTTP/1.1; a client silent for ``timeout`` seconds is disconnected.
+
+    Werkzeug answers ``Connection: close`` to every request, so there is no keep-alive;
+    the timeout keeps a client that opens a connection and sends nothing (a browser's
+    preconnect, say) from holding one of the pool's threads for good.
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+
+
 class PooledWSGIServer(BaseWSGIServer):
-    """Werkzeug's development server, answering from a fixed pool of threads.
+    """Werkzeug's development server, answering from a fixed pool of threads, in HTTP/1.1.
 
     Werkzeug's ``threaded=True`` starts a thread per request; the SQLite store keeps one
     connection per thread, so a thread per request would open a connection per request.
-    A pool reuses a few threads, as gunicorn's ``--threads`` does.
+    A pool reuses a few threads, as gunicorn's ``--threads`` does. It serves from several
+    threads, so it says so to the app (``wsgi.multithread``).
     """
 
+    multithread = True
+
     def __init__(self, host: str, port: int, app: Any, *, threads: int = 8) -> None:
-        super().__init__(host, port, app)
+        super().__init__(host, port, app, handler=RequestHandler)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="example_app")
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -94,7 +116,10 @@ def banner(app: object, url: str) -> str:
     lines = [
         "example_app: a demo CIBA authorization server (ciba-middleware)",
         f"  demo clients, users, hint tokens  GET  {url}/",
+        f"  discovery                         GET  {url}/.well-known/openid-configuration",
         f"  backchannel authentication        POST {endpoint}",
+        f"  token endpoint (poll mode)        POST {url}/token",
+        f"  authentication device (browser)   GET  {url}/device/alice",
         f"  fail API (Authlete API v3)        POST {fail_api}",
         f"  ticket store                      {mask_url(ciba.settings.store_url)}",
         f"  requests are failed               {demo.fail_via.replace('_', ' ')}",
@@ -109,8 +134,14 @@ def banner(app: object, url: str) -> str:
     token = demo.generated_token or "$TOKEN"
     lines += [
         "",
-        "Try:",
-        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=alice {endpoint}",
+        "A full flow: ask alice, approve (or deny) on her device, poll the token endpoint:",
+        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=alice"
+        f" -d {shlex.quote('binding_message=Pay 20 EUR')} {endpoint}",
+        f"  open {url}/device/alice in a browser and approve",
+        f"  curl -s -u demo-client:demo-secret -d grant_type=urn:openid:params:grant-type:ciba"
+        f" -d auth_req_id=AUTH_REQ_ID {url}/token",
+        "",
+        "Rejections, failed through the fail API:",
         f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=nobody {endpoint}",
         f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=carol {endpoint}",
         f"  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} -d reason=ACCESS_DENIED {fail_api}",

@@ -20,6 +20,16 @@ The demo's own settings:
 ``CIBA_DEMO_HINT_KEY``
     The HMAC key signing login_hint_tokens and id_token_hints (:mod:`.hints`); random per
     process by default, so set it when several processes serve the demo.
+``CIBA_DEMO_SIGNING_KEY``
+    The private EC P-256 JWK (JSON) signing ID tokens (:mod:`.oidc`); new per process by
+    default, so set it too when several processes serve the demo.
+``CIBA_DEMO_DATABASE``
+    The SQLite file of the pending requests (:mod:`.pending`), ``ciba-demo.sqlite3``.
+``CIBA_DEMO_ISSUER``
+    The issuer (``iss``, discovery); ``python -m example_app`` sets it from ``--host`` and
+    ``--port``; otherwise the URL each request came to.
+``CIBA_DEMO_INTERVAL``
+    Seconds a client waits between polls of the token endpoint, 1 to 60 (default 5).
 """
 
 from __future__ import annotations
@@ -27,19 +37,23 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
+from joserfc.jwk import ECKey
 
 from ciba_middleware import ConfigurationError, sha256_hex
 from ciba_middleware.flask import BackchannelFail, CibaMiddleware
+from ciba_middleware.stores.base import number_option
 
-from . import hints
-from .backchannel import bp, ciba
+from . import backchannel, device, hints, oidc
+from .backchannel import INTERVAL, ciba
 from .directory import CLIENTS, RESOURCES, SCOPES, USERS
+from .pending import PendingRequests
 from .remote import RemoteFail
 
 __all__ = ["DEMO_SERVICE_ID", "DemoState", "create_app"]
@@ -61,6 +75,14 @@ class DemoState:
     #: The development token generated because no grants were configured, else None.
     generated_token: str | None
     api_base_url: str | None
+    #: The pending requests, after their auth_req_id.
+    pending: PendingRequests
+    #: Signs ID tokens; its public half is at /jwks.
+    signing_key: ECKey
+    #: The configured issuer, or None to take the request's URL.
+    issuer: str | None
+    #: Seconds between polls of the token endpoint.
+    interval: int
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None = None) -> Flask:
@@ -91,6 +113,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
         hint_key=str(hint_key).encode() if hint_key else secrets.token_bytes(32),
         generated_token=generated,
         api_base_url=(str(app.config.get("CIBA_DEMO_API_BASE_URL") or own_url or "").rstrip("/") or None),
+        pending=_pending(app.config.get("CIBA_DEMO_DATABASE")),
+        signing_key=oidc.load_signing_key(app.config.get("CIBA_DEMO_SIGNING_KEY")),
+        issuer=(str(app.config.get("CIBA_DEMO_ISSUER") or own_url or "").rstrip("/") or None),
+        interval=number_option(
+            "example_app",
+            "CIBA_DEMO_INTERVAL",
+            app.config.get("CIBA_DEMO_INTERVAL") or INTERVAL,
+            integer=True,
+            minimum=1,
+            maximum=60,
+        ),
     )
 
     token = app.config.get("CIBA_DEMO_ACCESS_TOKEN") or generated
@@ -105,7 +138,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
 
     ciba.init_app(app)
     app.extensions[EXTENSION_KEY] = state
-    app.register_blueprint(bp)
+    app.register_blueprint(backchannel.bp)
+    app.register_blueprint(oidc.bp)
+    app.register_blueprint(device.bp)
     app.add_url_rule("/", "index", index)
 
     if via == "http":
@@ -118,6 +153,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
     return app
 
 
+def _pending(path: object) -> PendingRequests:
+    try:
+        return PendingRequests(str(path or "ciba-demo.sqlite3"))
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"CIBA_DEMO_DATABASE: cannot open the SQLite file {path!r}: {exc}") from None
+
+
 def index() -> Response:
     """What there is to try: endpoints, clients, users, and fresh sample hint tokens."""
     state: DemoState = current_app.extensions[EXTENSION_KEY]
@@ -128,7 +170,10 @@ def index() -> Response:
     now = int(time.time())
     response = jsonify(
         {
+            "discovery": f"{base}/.well-known/openid-configuration",
             "backchannel_authentication_endpoint": f"{base}/backchannel/authentication",
+            "token_endpoint": f"{base}/token",
+            "authentication_device": f"{base}/device",
             "fail_api": fail_api,
             "fail_via": state.fail_via,
             "service_id": ciba_state.service_id,

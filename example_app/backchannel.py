@@ -12,6 +12,11 @@ The request goes through two stages, as with Authlete's ``/backchannel/authentic
    failed through the fail API, the ticket is deleted, and the client gets the answer
    built from the API's ``action`` and ``responseContent``. Any unexpected exception in
    this stage fails the request with ``SERVER_ERROR``.
+
+A request that passes every rule gets its ``auth_req_id`` and waits in
+:mod:`example_app.pending` for the user's decision on the device (:mod:`example_app.device`);
+the token endpoint (:mod:`example_app.oidc`) answers the client's polls. From then on the
+request ends without the fail API.
 """
 
 from __future__ import annotations
@@ -36,7 +41,17 @@ from ciba_middleware.stores import ticket_hash
 from . import hints
 from .directory import CLIENTS, RESOURCES, SCOPES, USERS, Client, User, notify_device
 
-__all__ = ["DEFAULT_EXPIRES_IN", "INTERVAL", "MAX_EXPIRES_IN", "ProtocolError", "bp", "ciba"]
+__all__ = [
+    "DEFAULT_EXPIRES_IN",
+    "HEADERS",
+    "INTERVAL",
+    "JSON",
+    "MAX_EXPIRES_IN",
+    "ProtocolError",
+    "authenticate_client",
+    "bp",
+    "ciba",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +63,8 @@ ciba = CibaMiddleware()
 #: Seconds an auth_req_id lives when the client asks nothing else, and at most.
 DEFAULT_EXPIRES_IN = 120
 MAX_EXPIRES_IN = 600
-#: Seconds the client waits between polls of the token endpoint (CIBA Core 7.3).
+#: Seconds the client waits between polls of the token endpoint (CIBA Core 7.3), by
+#: default (``CIBA_DEMO_INTERVAL``).
 INTERVAL = 5
 
 #: Shown on both devices, so short and plain: 1 to 32 letters, digits, spaces and a few marks.
@@ -108,7 +124,7 @@ class Reject(Exception):
         self.description = description
 
 
-@bp.errorhandler(ProtocolError)
+@bp.app_errorhandler(ProtocolError)
 def _protocol_error(error: ProtocolError) -> Response:
     headers = dict(HEADERS)
     if error.status == 401:
@@ -119,7 +135,7 @@ def _protocol_error(error: ProtocolError) -> Response:
 
 @bp.post("/backchannel/authentication")
 def backchannel_authentication() -> Response:
-    client = _authenticate_client()
+    client = authenticate_client()
     params = _read_request()
 
     ticket: str | None = None
@@ -127,6 +143,19 @@ def backchannel_authentication() -> Response:
         ticket = ciba.issue_ticket(ttl=params.expires_in)
         user = _check(client, params)
         notify_device(user, client, params.binding_message)
+        state = current_app.extensions["example_app"]
+        auth_req_id = secrets.token_urlsafe(32)
+        state.pending.add(
+            auth_req_id,
+            client_id=client.client_id,
+            subject=user.subject,
+            scope=" ".join(params.scopes),
+            binding_message=params.binding_message,
+            resources=params.resources,
+            ticket=ticket,
+            expires_in=params.expires_in,
+            interval=state.interval,
+        )
     except Reject as rejected:
         log.info(
             "rejecting the request of %s (ticket %s): %s",
@@ -142,14 +171,14 @@ def backchannel_authentication() -> Response:
         ) from exc
 
     log.info("accepted the request of %s for %s (ticket %s)", client.client_id, user.subject, ticket_hash(ticket))
-    body = {"auth_req_id": secrets.token_urlsafe(32), "expires_in": params.expires_in, "interval": INTERVAL}
+    body = {"auth_req_id": auth_req_id, "expires_in": params.expires_in, "interval": state.interval}
     return Response(json.dumps(body, separators=(",", ":")), status=200, headers=HEADERS, content_type=JSON)
 
 
 # -- stage 1: what the endpoint answers itself -------------------------------------------
 
 
-def _authenticate_client() -> Client:
+def authenticate_client() -> Client:
     """client_secret_basic (RFC 6749 2.3.1): id and secret form-encoded, then base64."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "basic" or not credentials.strip():

@@ -10,9 +10,14 @@ endpoint answers itself never reached the fail API.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +25,15 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import GRANTS, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+from joserfc.jwk import ECKey
 
 from ciba_middleware.stores import ticket_hash
 from example_app import hints
 
 HINT_KEY = "test-hint-key"
+#: The ID token signing key every process of a test server shares.
+SIGNING_KEY = ECKey.generate_key("P-256", private=True)
 ENDPOINT = "/backchannel/authentication"
 DEMO = ("demo-client", "demo-secret")
 
@@ -79,6 +87,8 @@ def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, threads: 
         "CIBA_SERVICE_ID": SERVICE,
         "CIBA_DEMO_HINT_KEY": HINT_KEY,
         "CIBA_AUDIT_LOG": str(audit),
+        "CIBA_DEMO_DATABASE": str(tmp / "demo.sqlite3"),
+        "CIBA_DEMO_SIGNING_KEY": json.dumps(SIGNING_KEY.as_dict(private=True)),
     }
     extra: tuple[str, ...] = ()
     if via_http:
@@ -274,3 +284,64 @@ def check_failed_through_the_api(
     left = demo.ticket_hashes()
     assert record["ticket_hash"] not in left
     assert len(left) == before
+
+
+# -- python -m example_app, as scripts/demo runs it --------------------------------------
+
+
+class Running:
+    """A ``python -m example_app`` process and the banner it printed."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, banner: list[str]) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.banner = banner
+
+    def token(self) -> str:
+        return self.banner[self.banner.index("(set CIBA_TOKENS to use your own):") + 1].strip()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any CIBA_* or FLASK_* setting of the test run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "FLASK_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env | extra
+
+
+def start_main(cwd: Path, **env: str) -> Running:
+    """Start ``python -m example_app --port P`` in ``cwd`` with ``env`` only; read its banner."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=cwd,
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner: list[str] = []
+    for line in process.stdout:
+        banner.append(line.rstrip("\n"))
+        if line.startswith("  curl -s -H"):
+            break
+    running = Running(process, port, banner)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.ConnectionError):
+            requests.get(running.url + "/", timeout=1)
+            return running
+        time.sleep(0.05)
+    running.stop()
+    raise AssertionError("python -m example_app did not start listening")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+import http.client
 import os
 import re
-import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,73 +16,28 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import GRANTS, ROOT, free_port
+from _demo import Running, clean_env, start_main
+from conftest import GRANTS, free_port
 
 from ciba_middleware import ConfigurationError
 from example_app import create_app
+from example_app.__main__ import PooledWSGIServer, RequestHandler
 
 DEMO = ("demo-client", "demo-secret")
-
-
-class Running:
-    def __init__(self, process: subprocess.Popen[str], port: int, banner: list[str]) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.banner = banner
-
-    def token(self) -> str:
-        return self.banner[self.banner.index("(set CIBA_TOKENS to use your own):") + 1].strip()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any CIBA_* or FLASK_* setting of the test run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "FLASK_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env | extra
 
 
 @pytest.fixture
 def run_demo(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """Start ``python -m example_app --port P`` in tmp_path; read its banner; stop it afterwards."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[Running] = []
 
     def start(**env: str) -> Running:
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "example_app", "--port", str(port)],
-            cwd=tmp_path,
-            env=clean_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        started.append(process)
-        assert process.stdout is not None
-        banner: list[str] = []
-        for line in process.stdout:
-            banner.append(line.rstrip("\n"))
-            if line.startswith("  curl -s -H"):
-                break
-        running = Running(process, port, banner)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(running.url + "/", timeout=1)
-                return running
-            time.sleep(0.05)
-        raise AssertionError("python -m example_app did not start listening")
+        started.append(start_main(tmp_path, **env))
+        return started[-1]
 
     yield start
-    for process in started:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        if process.stdout:
-            process.stdout.close()
+    for running in started:
+        running.stop()
 
 
 def test_starts_with_no_configuration_and_prints_what_to_try(run_demo: Callable[..., Running], tmp_path: Path) -> None:
@@ -90,10 +46,14 @@ def test_starts_with_no_configuration_and_prints_what_to_try(run_demo: Callable[
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
     endpoint = f"{demo.url}/backchannel/authentication"
     fail_api = f"{demo.url}/api/715948317/backchannel/authentication/fail"
+    token_endpoint = f"{demo.url}/token"
     assert demo.banner == [
         "example_app: a demo CIBA authorization server (ciba-middleware)",
         f"  demo clients, users, hint tokens  GET  {demo.url}/",
+        f"  discovery                         GET  {demo.url}/.well-known/openid-configuration",
         f"  backchannel authentication        POST {endpoint}",
+        f"  token endpoint (poll mode)        POST {token_endpoint}",
+        f"  authentication device (browser)   GET  {demo.url}/device/alice",
         f"  fail API (Authlete API v3)        POST {fail_api}",
         "  ticket store                      sqlite:///ciba-tickets.sqlite3",
         "  requests are failed               in process",
@@ -102,23 +62,67 @@ def test_starts_with_no_configuration_and_prints_what_to_try(run_demo: Callable[
         "(set CIBA_TOKENS to use your own):",
         f"  {token}",
         "",
-        "Try:",
-        f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=alice {endpoint}",
+        "A full flow: ask alice, approve (or deny) on her device, poll the token endpoint:",
+        "  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=alice"
+        f" -d 'binding_message=Pay 20 EUR' {endpoint}",
+        f"  open {demo.url}/device/alice in a browser and approve",
+        "  curl -s -u demo-client:demo-secret -d grant_type=urn:openid:params:grant-type:ciba"
+        f" -d auth_req_id=AUTH_REQ_ID {token_endpoint}",
+        "",
+        "Rejections, failed through the fail API:",
         f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=nobody {endpoint}",
         f"  curl -s -u demo-client:demo-secret -d scope=openid -d login_hint=carol {endpoint}",
         f"  curl -s -H 'Authorization: Bearer {token}' -d reason=ACCESS_DENIED {fail_api}",
     ]
 
-    # The banner's commands work as printed.
-    ok = requests.post(endpoint, data={"scope": "openid", "login_hint": "alice"}, auth=DEMO, timeout=10)
+    # The banner's commands work as printed: the full flow,
+    form = {"scope": "openid", "login_hint": "alice", "binding_message": "Pay 20 EUR"}
+    ok = requests.post(endpoint, data=form, auth=DEMO, timeout=10)
     assert (ok.status_code, sorted(ok.json())) == (200, ["auth_req_id", "expires_in", "interval"])
+    page = requests.get(f"{demo.url}/device/alice", timeout=10).text
+    assert '<dd class="binding">Pay 20 EUR</dd>' in page
+    (approve,) = re.findall(r'<form method="post" action="([^"]+)">', page)
+    assert requests.post(demo.url + approve, data={"decision": "approve"}, timeout=10).status_code == 200
+    grant = {"grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": ok.json()["auth_req_id"]}
+    tokens = requests.post(token_endpoint, data=grant, auth=DEMO, timeout=10)
+    assert (tokens.status_code, sorted(tokens.json())) == (
+        200,
+        ["access_token", "expires_in", "id_token", "scope", "token_type"],
+    )
+    # and the rejections.
     rejected = requests.post(endpoint, data={"scope": "openid", "login_hint": "nobody"}, auth=DEMO, timeout=10)
     assert (rejected.status_code, rejected.json()["error"]) == (400, "unknown_user_id")
     bearer = {"Authorization": f"Bearer {token}"}
     api = requests.post(fail_api, data={"reason": "ACCESS_DENIED"}, headers=bearer, timeout=10)
     assert (api.status_code, api.json()["responseContent"]) == (200, '{"error":"access_denied"}')
-    # The embedded SQLite default, in the working directory.
+    # The embedded SQLite default, and the pending requests beside it, in the working directory.
     assert (tmp_path / "ciba-tickets.sqlite3").is_file()
+    assert (tmp_path / "ciba-demo.sqlite3").is_file()
+
+
+def test_the_server_speaks_http_1_1_from_several_threads() -> None:
+    """What the app sees of the server: HTTP/1.1, and wsgi.multithread true."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append({k: environ[k] for k in ("SERVER_PROTOCOL", "wsgi.multithread", "wsgi.multiprocess")})
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = PooledWSGIServer("127.0.0.1", 0, app, threads=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert (response.version, response.status, response.read()) == (11, 200, b"ok")
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert seen == [{"SERVER_PROTOCOL": "HTTP/1.1", "wsgi.multithread": True, "wsgi.multiprocess": False}]
 
 
 def test_fails_over_http_with_only_the_switch_set(run_demo: Callable[..., Running]) -> None:
@@ -217,3 +221,46 @@ def test_create_app_refuses_an_http_mode_it_cannot_run(
     with pytest.raises(ConfigurationError) as caught:
         create_app({"CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}", **config})
     assert str(caught.value) == message
+
+
+def test_without_joserfc_it_says_which_extra_to_install(tmp_path: Path) -> None:
+    hide = (
+        "import runpy, sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'joserfc':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "runpy.run_module('example_app', run_name='__main__', alter_sys=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'\n",
+    )
+
+
+def test_a_silent_client_does_not_hold_a_thread_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one thread, a connection that sends nothing is dropped after the timeout, then others are served."""
+    monkeypatch.setattr(RequestHandler, "timeout", 1)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = PooledWSGIServer("127.0.0.1", 0, app, threads=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as idle:
+            started = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 5
+        assert requests.get(f"http://127.0.0.1:{server.server_port}/", timeout=10).text == "ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
