@@ -242,7 +242,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError:
-        raise CommandError("serve needs gunicorn: pip install gunicorn", EXIT_CONFIG) from None
+        raise CommandError("serve needs gunicorn: pip install 'ciba-middleware[server]'", EXIT_CONFIG) from None
 
     app = _import_app(args.app) if args.app else not_found_app
     settings = Settings.from_mapping(os.environ)
