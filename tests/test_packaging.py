@@ -401,3 +401,11 @@ def test_a_broken_link_fails_the_site_build(tmp_path: Path, link: str, complaint
     result = build_site(tmp_path, docs)
     assert result.returncode == 1
     assert complaint in result.stderr
+
+
+def test_every_picture_in_docs_is_shown_by_a_page() -> None:
+    """A chart or diagram committed to docs/ (the benchmarks' performance chart, say) is on a page."""
+    pages = "\n".join(page.read_text(encoding="utf-8") for page in (ROOT / "docs").glob("*.md"))
+    pictures = [p for p in (ROOT / "docs").rglob("*") if p.suffix.lower() in {".png", ".svg", ".jpg", ".jpeg", ".gif"}]
+    for picture in pictures:
+        assert f"]({picture.relative_to(ROOT / 'docs').as_posix()})" in pages, picture.name
