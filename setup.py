@@ -1,18 +1,21 @@
-"""Packaging for ciba-middleware.
+"""Packaging for ciba-middleware: the extras. The rest of the metadata is in pyproject.toml.
 
 Extras:
     redis     the Redis ticket store (redis-py, with hiredis to parse replies in C)
     postgres  the PostgreSQL ticket store (psycopg 3 with its pool)
-    flask     the Flask integration (example_app, the demo server, needs demo)
-    demo      flask + joserfc (example_app's ID tokens) + the authlete client (CIBA_DEMO_FAIL_VIA=http)
+    flask     the Flask integration
+    demo      the repository's demo, ``example_app``: flask + joserfc (its ID tokens) + the
+              authlete client (CIBA_DEMO_FAIL_VIA=http)
     metrics   Prometheus metrics (prometheus_client)
+    docs      the documentation site (MkDocs, Material theme)
+    server    gunicorn, for ``ciba-middleware serve`` and ``ciba_middleware.wsgi:application``
     test      everything the test suite needs, servers' clients included
-    dev       test + the linters and type checker run by ``.ci/run``
+    dev       test + the linters, type checker and nox, run by ``.ci/run``
+
+Adding an extra is one line in EXTRAS (and one here).
 """
 
-from pathlib import Path
-
-from setuptools import find_packages, setup
+from setuptools import setup
 
 EXTRAS = {
     "redis": ["redis[hiredis]>=5.0"],
@@ -20,6 +23,7 @@ EXTRAS = {
     "flask": ["Flask>=3.0"],
     "demo": ["Flask>=3.0", "joserfc>=1.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
     "server": ["gunicorn>=22.0"],
 }
 EXTRAS["test"] = sorted(
@@ -32,6 +36,12 @@ EXTRAS["test"] = sorted(
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
+        # tests/test_packaging.py: the artefacts, README's snippets, the documentation site
+        *EXTRAS["docs"],
+        "build>=1.2",
+        "twine>=6.1",
+        "check-wheel-contents>=0.6",
+        "mypy>=1.10",
         "hypothesis>=6.100",
         "schemathesis>=4.0",
         "requests>=2.31",
@@ -54,26 +64,9 @@ EXTRAS["dev"] = sorted(
         # benchmarks/: profiling the hot path
         "py-spy>=0.3",
         "pyinstrument>=4.6",
+        # scripts/check: the suite on every supported Python
+        "nox>=2024.3",
     }
 )
 
-setup(
-    name="ciba-middleware",
-    version="0.1.0",
-    description="Authlete-compatible CIBA backchannel authentication fail API as WSGI middleware",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
-    long_description_content_type="text/markdown",
-    license="Apache-2.0",
-    python_requires=">=3.11",
-    packages=find_packages(include=["ciba_middleware", "ciba_middleware.*", "example_app", "example_app.*"]),
-    package_data={"ciba_middleware": ["py.typed"]},
-    install_requires=["Werkzeug>=3.0", "gunicorn>=22.0"],
-    extras_require=EXTRAS,
-    entry_points={"console_scripts": ["ciba-middleware=ciba_middleware.cli:main"]},
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "Programming Language :: Python :: 3.11",
-        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
-        "Topic :: Security",
-    ],
-)
+setup(extras_require=EXTRAS)

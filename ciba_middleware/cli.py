@@ -220,7 +220,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import gunicorn  # noqa: F401 (imported by runner.run; checked before any work)
     except ImportError:
-        raise CommandError('serve needs gunicorn: pip install "ciba-middleware[server]"', EXIT_CONFIG) from None
+        raise CommandError("serve needs gunicorn: pip install 'ciba-middleware[server]'", EXIT_CONFIG) from None
 
     app = _import_app(args.app) if args.app else not_found_app
     settings = Settings.from_mapping(os.environ)
