@@ -63,7 +63,7 @@ EXIT_STORE = 3
 EXIT_UNEXPECTED = 4
 
 # Query parameters that carry a password in libpq and redis-py URLs.
-_SECRET_QUERY = re.compile(r"(?i)(^|&)(password|passwd|pass|secret|token)=([^&]*)")
+_SECRET_QUERY = re.compile(r"(?i)(^|&)(\w*password|passwd|pass|secret|token)=([^&]*)")
 _LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 _LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
