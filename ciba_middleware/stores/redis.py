@@ -21,8 +21,8 @@ URL forms (all through redis-py; ``pip install "ciba-middleware[redis]"``):
 Building a store never connects, so a server that is down when the store is built (a
 worker restart during an outage) costs failed calls, never a failed start: plain Redis and
 Sentinel clients connect on their first command, and the Cluster client, which reads the
-slot map when it is made, is made on the first call, again on each later call until it
-succeeds. Only a bad URL fails at build time, as
+slot map when it is made, is made on the first call, and again on later calls (at most
+once a second) until it succeeds. Only a bad URL fails at build time, as
 :class:`~ciba_middleware.errors.ConfigurationError`.
 
 Query options of ours: ``key_prefix`` (default ``ciba:ticket:``), ``socket_timeout`` and
@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -92,6 +93,9 @@ _SCHEMES = {
     "redis+sentinel": ("redis", "sentinel"),
     "rediss+sentinel": ("rediss", "sentinel"),
 }
+#: Seconds after a failed attempt to make a client (Cluster) before the next: calls meanwhile
+#: fail at once with the same error.
+RECONNECT_PAUSE = 1.0
 _DEFAULT_PORT = {"server": 6379, "cluster": 6379, "sentinel": 26379}
 #: Redis's ``databases`` setting (16 by default) is the real bound, known only to the server;
 #: this one keeps nonsense out.
@@ -123,8 +127,8 @@ class RedisTicketStore:
     :param client: a ``redis.Redis`` or ``redis.cluster.RedisCluster``. Its timeouts and
         retries are its own; :meth:`from_url` sets bounded ones.
     :param connect: instead of ``client``, a function that returns one, called on the first
-        call and, while it raises, again on each later call (its redis-py errors become
-        :class:`~ciba_middleware.errors.StoreError`). For clients that connect when they are
+        call and, while it raises, again on later calls, at most once a second (its
+        redis-py errors become :class:`~ciba_middleware.errors.StoreError`). For clients that connect when they are
         made, such as ``RedisCluster``, so that building the store never needs the server.
     :param default_ttl: seconds a ticket lives when ``issue`` is given no ``ttl``.
     :param key_prefix: put in front of every ticket to make its key, so several
@@ -148,6 +152,7 @@ class RedisTicketStore:
             raise ConfigurationError(f"key_prefix must be a string, not {type(key_prefix).__name__}")
         redis_mod = _import_redis()
         self._errors: tuple[type[BaseException], ...] = _errors(redis_mod)
+        self._connect_errors: tuple[type[BaseException], ...] = (*self._errors, OSError)
         self.default_ttl = float(default_ttl)
         self.key_prefix = key_prefix
         self._prefix = key_prefix.encode("utf-8")
@@ -157,6 +162,8 @@ class RedisTicketStore:
         self._client: Client | None = None
         self._delete_script: Script | None = None
         self._also_close: list[Any] = []
+        #: When the last attempt to make the client failed, and its message.
+        self._failure: tuple[float, str] | None = None
         if client is not None:
             self._adopt(client)
 
@@ -165,12 +172,24 @@ class RedisTicketStore:
         self._client = client
 
     def _connected(self) -> tuple[Client, Script]:
-        """The client and its delete script, the client made now if it is not yet (by one
-        thread; the others wait for it)."""
+        """The client and its delete script, the client made now if it is not yet.
+
+        One thread makes it; the others wait, and when the attempt failed less than
+        :data:`RECONNECT_PAUSE` ago they fail at once with its error rather than each try
+        in turn: against seeds that do not answer, an attempt costs every seed's timeout.
+        """
         with self._lock:
             if self._client is None:
                 assert self._connect is not None
-                self._adopt(self._connect())
+                if self._failure is not None and time.monotonic() < self._failure[0] + RECONNECT_PAUSE:
+                    raise StoreError(self._failure[1])
+                try:
+                    self._adopt(self._connect())
+                except self._connect_errors as exc:
+                    error = _store_error(exc)
+                    self._failure = (time.monotonic(), str(error))
+                    raise error from exc
+                self._failure = None
             assert self._client is not None
             assert self._delete_script is not None
             return self._client, self._delete_script
@@ -447,7 +466,6 @@ def _sentinel_kwargs(target: _Target, client_kwargs: dict[str, Any]) -> dict[str
 def _cluster(target: _Target, kwargs: dict[str, Any]) -> redis.cluster.RedisCluster:
     """Make the Cluster client, which asks the seed nodes for the slot map until one answers."""
     from redis.cluster import ClusterNode, RedisCluster
-    from redis.exceptions import RedisClusterException
 
     nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call]
     options = dict(kwargs)
@@ -455,13 +473,11 @@ def _cluster(target: _Target, kwargs: dict[str, Any]) -> redis.cluster.RedisClus
     retry = options.pop("retry")
     try:
         return RedisCluster(startup_nodes=nodes, retry=retry, **options)
-    except BaseException as exc:
+    except BaseException:
         # The seeds it reached keep their connections: close them, or they would linger.
         for node in nodes:
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect()
-        if isinstance(exc, OSError):  # a name that does not resolve, as the server's errors
-            raise RedisClusterException(f"Redis Cluster cannot be connected: {exc}") from exc
         raise
 
 

@@ -21,6 +21,7 @@ from conftest import SERVICE, SERVICE_TOKEN, LiveServer, ciba_env, free_port
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import TicketStore, store_from_url
+from ciba_middleware.stores.redis import RECONNECT_PAUSE
 
 from ._http import API_HEADERS, assert_success, fail
 from .conftest import PrivateRedisCluster, PrivateSentinel
@@ -74,8 +75,10 @@ def test_a_cluster_store_built_while_every_node_is_down_recovers_by_itself(
     started = time.monotonic()
     store = open_store(cluster.url(query=FAST))
     assert time.monotonic() - started < 0.1  # nothing was connected
-    for _ in range(2):  # each call tries again, and fails again, fast
+    for _ in range(2):
         _assert_each_call_fails_fast(store)
+    time.sleep(RECONNECT_PAUSE)  # the next call tries again, and fails again, fast
+    _assert_each_call_fails_fast(store)
 
     cluster.start()
     ticket, _ = _first_success(store, within=15.0)
@@ -112,6 +115,51 @@ def test_the_cluster_client_is_made_once_when_threads_start_together(
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(first_call, range(8))) == [True] * 8
     assert len(made) == 1
+
+
+def test_threads_do_not_queue_behind_seeds_that_do_not_answer(
+    redis_three_masters: PrivateRedisCluster, open_store: OpenStore
+) -> None:
+    """Seeds that accept connections and answer nothing (frozen, or a network that drops
+    packets) cost an attempt every seed's timeout: threads fail with the attempt's error
+    instead of each making their own in turn, and the next attempt waits RECONNECT_PAUSE."""
+    cluster = redis_three_masters
+    store = open_store(cluster.url(query="socket_timeout=0.3&socket_connect_timeout=0.3"))
+    attempt = 3 * 0.3
+    for node in cluster.nodes:
+        node.pause()
+    try:
+        barrier = threading.Barrier(6)
+
+        def first_call(_: int) -> tuple[str, float]:
+            barrier.wait()
+            started = time.monotonic()
+            with pytest.raises(StoreError) as raised:
+                store.issue(SERVICE, ttl=60)
+            return str(raised.value), time.monotonic() - started
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(first_call, range(6)))
+        assert {message for message, _ in outcomes} == {
+            "redis: Redis Cluster cannot be connected. "
+            "Please provide at least one reachable node: Timeout reading from socket"
+        }
+        # One attempt of three timeouts, not six attempts one after another.
+        assert attempt <= max(took for _, took in outcomes) < attempt + 1.0
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            store.delete(SERVICE, NEVER_ISSUED)
+        assert time.monotonic() - started < 0.1  # within the pause: not tried again
+        time.sleep(RECONNECT_PAUSE)
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            store.delete(SERVICE, NEVER_ISSUED)
+        assert time.monotonic() - started >= attempt  # tried again
+    finally:
+        for node in cluster.nodes:
+            node.pause(False)
+    ticket, _ = _first_success(store, within=5.0)
+    assert store.delete(SERVICE, ticket) is True
 
 
 @pytest.mark.parametrize("dead", ["first", "all-but-last"])
