@@ -7,7 +7,10 @@
                             ``sqlite:///rel/path``)
 ``redis://`` ...            several hosts (``pip install ciba-middleware[redis]``);
                             also ``rediss://``, ``redis+unix://``,
-                            ``redis+cluster://``, ``rediss+cluster://``
+                            ``redis+cluster://h1:7000,h2:7001`` (seeds),
+                            ``redis+sentinel://s1:26379,s2/mymaster[/db]``,
+                            ``rediss+cluster://``, ``rediss+sentinel://``;
+                            built without connecting
 ``postgresql://`` ...       several hosts (``pip install ciba-middleware[postgres]``);
                             ``postgres://`` too
 ==========================  =================================================
@@ -50,6 +53,8 @@ SCHEMES: dict[str, str] = {
     "redis+unix": "ciba_middleware.stores.redis:RedisTicketStore",
     "redis+cluster": "ciba_middleware.stores.redis:RedisTicketStore",
     "rediss+cluster": "ciba_middleware.stores.redis:RedisTicketStore",
+    "redis+sentinel": "ciba_middleware.stores.redis:RedisTicketStore",
+    "rediss+sentinel": "ciba_middleware.stores.redis:RedisTicketStore",
     "postgresql": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
     "postgres": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
 }
@@ -63,7 +68,10 @@ def store_from_url(url: str, **options: Any) -> TicketStore:
     ``docs/operations.md``. An unknown scheme or a bad option raises
     :class:`ConfigurationError` at once.
     """
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # "Invalid IPv6 URL": the backend's own check names the problem
+        scheme = url.partition("://")[0].lower()
     target = SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(SCHEMES))

@@ -8,36 +8,52 @@ the key only when its value is the caller's service, atomically on the server.
 
 URL forms (all through redis-py; ``pip install "ciba-middleware[redis]"``):
 
-==========================================  ============================================
-``redis://[user:pass@]host[:port][/db]``     TCP
-``rediss://...``                             TLS
-``redis+unix:///path/to/redis.sock[?db=N]``  a Unix socket (redis-py's ``unix://``)
-``redis+cluster://host:port``                Redis Cluster, any one node as the seed
-``rediss+cluster://host:port``               Redis Cluster over TLS
-==========================================  ============================================
+=====================================================  ==================================
+``redis://[user:pass@]host[:port][/db]``                TCP
+``rediss://...``                                        TLS
+``redis+unix:///path/to/redis.sock[?db=N]``             a Unix socket (redis-py's ``unix://``)
+``redis+cluster://host:port[,host:port...]``            Redis Cluster, one or more seed nodes
+``rediss+cluster://...``                                Redis Cluster over TLS
+``redis+sentinel://host:port[,host:port...]/name[/db]`` the master that Sentinel names ``name``
+``rediss+sentinel://...``                               the same, TLS to Sentinel and Redis
+=====================================================  ==================================
 
-Sentinel has no URL form in redis-py: build the client yourself and pass it in,
-``RedisTicketStore(Sentinel([...]).master_for("mymaster"))``.
+Building a store never connects, so a server that is down when the store is built (a
+worker restart during an outage) costs failed calls, never a failed start: plain Redis and
+Sentinel clients connect on their first command, and the Cluster client, which reads the
+slot map when it is made, is made on the first call, and again on later calls (at most
+once a second) until it succeeds. Only a bad URL fails at build time, as
+:class:`~ciba_middleware.errors.ConfigurationError`.
 
 Query options of ours: ``key_prefix`` (default ``ciba:ticket:``), ``socket_timeout`` and
 ``socket_connect_timeout`` (seconds, default 1 each), ``retries`` (default 1: one more try
 on a fresh connection after a connection error, which is what lets the store ride over a
-server restart). redis-py's own ``db``, ``max_connections``, ``health_check_interval``,
-``client_name``, ``protocol`` and ``ssl_*`` options are passed through. Anything else is a
-:class:`~ciba_middleware.errors.ConfigurationError` at start-up.
+server restart), ``sentinel_username`` and ``sentinel_password`` (Sentinel URLs only).
+redis-py's own ``db``, ``max_connections``, ``health_check_interval``, ``client_name``,
+``protocol`` and, on TLS URLs only, ``ssl_*`` options are passed through. Anything else is
+a :class:`~ciba_middleware.errors.ConfigurationError` at start-up.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
+from ..redact import mask_url
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
+    from redis.commands.core import Script
+
+    Client = redis.Redis | redis.cluster.RedisCluster
 
 __all__ = ["RedisTicketStore"]
 
@@ -52,15 +68,12 @@ return 0
 """
 
 # Our own URL options and how to read them.
-_OWN_OPTIONS = ("key_prefix", "socket_timeout", "socket_connect_timeout", "retries")
+_OWN_OPTIONS = frozenset({"key_prefix", "socket_timeout", "socket_connect_timeout", "retries"})
+_SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 # redis-py URL options passed through as they are (redis-py parses and checks them).
-_PASSED_OPTIONS = frozenset(
+_PASSED_OPTIONS = frozenset({"max_connections", "health_check_interval", "client_name", "protocol"})
+_TLS_OPTIONS = frozenset(
     {
-        "db",
-        "max_connections",
-        "health_check_interval",
-        "client_name",
-        "protocol",
         "ssl_cert_reqs",
         "ssl_ca_certs",
         "ssl_ca_path",
@@ -71,13 +84,24 @@ _PASSED_OPTIONS = frozenset(
         "ssl_min_version",
     }
 )
-_CLIENT_SCHEMES = {
-    "redis": "redis",
-    "rediss": "rediss",
-    "redis+unix": "unix",
-    "redis+cluster": "redis",
-    "rediss+cluster": "rediss",
+#: Our scheme -> (redis-py's scheme, the topology).
+_SCHEMES = {
+    "redis": ("redis", "server"),
+    "rediss": ("rediss", "server"),
+    "redis+unix": ("unix", "unix"),
+    "redis+cluster": ("redis", "cluster"),
+    "rediss+cluster": ("rediss", "cluster"),
+    "redis+sentinel": ("redis", "sentinel"),
+    "rediss+sentinel": ("rediss", "sentinel"),
 }
+#: Seconds after a failed attempt to make a client (Cluster) before the next: calls meanwhile
+#: fail at once with the same error.
+RECONNECT_PAUSE = 1.0
+_DEFAULT_PORT = {"server": 6379, "cluster": 6379, "sentinel": 26379}
+#: Redis's ``databases`` setting (16 by default) is the real bound, known only to the server;
+#: this one keeps nonsense out.
+_MAX_DB = 65535
+_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(<.*?,host=([^,]*),port=(\d+),.*?\)>\)>\)>")
 
 
 def _import_redis() -> Any:
@@ -93,96 +117,119 @@ def _import_redis() -> Any:
 class RedisTicketStore:
     """Tickets in Redis, for several hosts sharing one server (or cluster).
 
-    Build it from a URL, or around a client you configured yourself (Sentinel, custom TLS)::
+    Build it from a URL, or around a client you configured yourself (custom TLS, credential
+    providers), or around a function that makes one on first use::
 
         >>> store = RedisTicketStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
-        >>> from redis.sentinel import Sentinel                             # doctest: +SKIP
-        >>> store = RedisTicketStore(Sentinel([("s1", 26379)]).master_for("main"))  # doctest: +SKIP
+        >>> from redis.cluster import RedisCluster                         # doctest: +SKIP
+        >>> store = RedisTicketStore(connect=lambda: RedisCluster("c1", 7000))  # doctest: +SKIP
 
     :param client: a ``redis.Redis`` or ``redis.cluster.RedisCluster``. Its timeouts and
         retries are its own; :meth:`from_url` sets bounded ones.
+    :param connect: instead of ``client``, a function that returns one, called on the first
+        call and, while it raises, again on later calls, at most once a second (its
+        redis-py errors become :class:`~ciba_middleware.errors.StoreError`). For clients that connect when they are
+        made, such as ``RedisCluster``, so that building the store never needs the server.
     :param default_ttl: seconds a ticket lives when ``issue`` is given no ``ttl``.
     :param key_prefix: put in front of every ticket to make its key, so several
         deployments (or tests) can share one Redis database.
     """
 
-    schemes = tuple(_CLIENT_SCHEMES)
+    schemes = tuple(_SCHEMES)
 
     def __init__(
         self,
-        client: redis.Redis | redis.cluster.RedisCluster,
+        client: Client | None = None,
         *,
+        connect: Callable[[], Client] | None = None,
         default_ttl: float = DEFAULT_TTL,
         key_prefix: str = DEFAULT_KEY_PREFIX,
     ) -> None:
+        if (client is None) == (connect is None):
+            raise ConfigurationError("RedisTicketStore needs a client or a connect function, and only one")
         default_ttl = default_ttl_option(default_ttl)
         if not isinstance(key_prefix, str):
             raise ConfigurationError(f"key_prefix must be a string, not {type(key_prefix).__name__}")
         redis_mod = _import_redis()
         self._errors: tuple[type[BaseException], ...] = _errors(redis_mod)
-        self.client = client
+        self._connect_errors: tuple[type[BaseException], ...] = (*self._errors, OSError)
         self.default_ttl = float(default_ttl)
         self.key_prefix = key_prefix
         self._prefix = key_prefix.encode("utf-8")
+        self._connect = connect
+        self._lock = threading.Lock()
+        # Both None until the client exists; the calls check the one they use, once.
+        self._client: Client | None = None
+        self._delete_script: Script | None = None
+        self._also_close: list[Any] = []
+        #: When the last attempt to make the client failed, and its message.
+        self._failure: tuple[float, str] | None = None
+        if client is not None:
+            self._adopt(client)
+
+    def _adopt(self, client: Client) -> None:
         self._delete_script = client.register_script(_DELETE_SCRIPT)
+        self._client = client
+
+    def _connected(self) -> tuple[Client, Script]:
+        """The client and its delete script, the client made now if it is not yet.
+
+        One thread makes it; the others wait, and when the attempt failed less than
+        :data:`RECONNECT_PAUSE` ago they fail at once with its error rather than each try
+        in turn: against seeds that do not answer, an attempt costs every seed's timeout.
+        """
+        with self._lock:
+            if self._client is None:
+                assert self._connect is not None
+                if self._failure is not None and time.monotonic() < self._failure[0] + RECONNECT_PAUSE:
+                    raise StoreError(self._failure[1])
+                try:
+                    self._adopt(self._connect())
+                except self._connect_errors as exc:
+                    error = _store_error(exc)
+                    self._failure = (time.monotonic(), str(error))
+                    raise error from exc
+                self._failure = None
+            assert self._client is not None
+            assert self._delete_script is not None
+            return self._client, self._delete_script
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client, made first if it is not yet (:class:`StoreError` if it cannot be)."""
+        try:
+            return self._client if self._client is not None else self._connected()[0]
+        except self._errors as exc:
+            raise _store_error(exc) from exc
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisTicketStore:
         """Build the store and its client from ``url`` (forms and options in the module doc).
 
         ``options`` may set ``default_ttl``, ``key_prefix``, ``socket_timeout``,
-        ``socket_connect_timeout`` and ``retries``; the URL's query wins over them.
+        ``socket_connect_timeout`` and ``retries``; the URL's query wins over them. Nothing
+        is connected here.
         """
         redis_mod = _import_redis()
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in _CLIENT_SCHEMES:
-            raise ConfigurationError(f"not a Redis URL: {scheme}://")
-        settings: dict[str, Any] = {
-            "key_prefix": options.pop("key_prefix", DEFAULT_KEY_PREFIX),
-            "socket_timeout": options.pop("socket_timeout", 1.0),
-            "socket_connect_timeout": options.pop("socket_connect_timeout", 1.0),
-            "retries": options.pop("retries", 1),
-        }
-        passed: list[tuple[str, str]] = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _OWN_OPTIONS:
-                settings[key] = value
-            elif key in _PASSED_OPTIONS:
-                passed.append((key, value))
-            else:
-                known = ", ".join(sorted({*_OWN_OPTIONS, *_PASSED_OPTIONS}))
-                raise ConfigurationError(f"unknown Redis store option {key!r} (known: {known})")
-        timeouts = {
-            name: number_option("Redis", name, settings[name], exclusive_minimum=True, maximum=3600.0)
-            for name in ("socket_timeout", "socket_connect_timeout")
-        }
-        retries = number_option("Redis", "retries", settings["retries"], integer=True, maximum=100)
-        # Not urlunsplit: it drops the "//" of "unix:///path" when the host is empty.
-        client_url = f"{_CLIENT_SCHEMES[scheme]}://{parts.netloc}{parts.path}"
-        if passed:
-            client_url += "?" + urlencode(passed, quote_via=quote)
-        client_options = {**timeouts, "retry": Retry(NoBackoff(), retries)}
-        databases = [parts.path.strip("/") or "0", *(value for key, value in passed if key == "db")]
-        if scheme.endswith("+cluster") and any(db != "0" for db in databases):
-            raise ConfigurationError(f"Redis Cluster has only database 0: {_redacted(url)}")
+        target = _parse(url, options)
         try:
-            if scheme.endswith("+cluster"):
-                from redis.cluster import RedisCluster
+            kwargs = _client_kwargs(target)
+            if target.topology == "cluster":
+                return cls(connect=lambda: _cluster(target, kwargs), **target.store_options)
+            if target.topology == "sentinel":
+                from redis.sentinel import Sentinel
 
-                # Connecting to the seed node happens here; an unreachable cluster at
-                # start-up is an error of the store, not of the configuration.
-                client = RedisCluster.from_url(client_url, **client_options)
-            else:
-                client = redis_mod.Redis.from_url(client_url, **client_options)
+                # Neither Sentinel nor master_for connects: the master's address is asked of
+                # the sentinels whenever a connection is opened, which is how a failover is
+                # followed.
+                sentinel = Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, kwargs))  # type: ignore[no-untyped-call]
+                master = sentinel.master_for(target.service, **kwargs)  # type: ignore[no-untyped-call]
+                store = cls(master, **target.store_options)
+                store._also_close.extend(sentinel.sentinels)
+                return store
+            return cls(redis_mod.Redis.from_url(target.client_url, **kwargs), **target.store_options)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis URL {_redacted(url)}: {exc}") from None
-        except _errors(redis_mod) as exc:
-            raise StoreError(f"redis: {exc}") from exc
-        return cls(client, key_prefix=settings["key_prefix"], **options)
+            raise ConfigurationError(f"bad Redis URL {mask_url(url)}: {exc}") from None
 
     def _key(self, ticket: str) -> bytes:
         return self._prefix + ticket.encode("utf-8", "surrogatepass")
@@ -192,43 +239,263 @@ class RedisTicketStore:
         milliseconds = max(1, math.ceil(ttl * 1000))
         service = _encode(service_id)
         try:
+            client = self._client if self._client is not None else self._connected()[0]
             while True:
                 ticket = new_ticket()
                 # NX: a 256-bit collision will not happen, but never overwrite if it does.
-                if self.client.set(self._key(ticket), service, nx=True, px=milliseconds):
+                if client.set(self._key(ticket), service, nx=True, px=milliseconds):
                     return ticket
         except self._errors as exc:
-            raise StoreError(f"redis: {exc}") from exc
+            raise _store_error(exc) from exc
 
     def exists(self, service_id: str, ticket: str) -> bool:
         try:
-            value = self.client.get(self._key(ticket))
+            client = self._client if self._client is not None else self._connected()[0]
+            value = client.get(self._key(ticket))
         except self._errors as exc:
-            raise StoreError(f"redis: {exc}") from exc
+            raise _store_error(exc) from exc
         return value is not None and value == _encode(service_id)
 
     def delete(self, service_id: str, ticket: str) -> bool:
         try:
-            deleted = self._delete_script(keys=[self._key(ticket)], args=[_encode(service_id)])
+            script = self._delete_script if self._delete_script is not None else self._connected()[1]
+            deleted = script(keys=[self._key(ticket)], args=[_encode(service_id)])
         except self._errors as exc:
-            raise StoreError(f"redis: {exc}") from exc
+            raise _store_error(exc) from exc
         return bool(deleted == 1)
 
     def ping(self) -> None:
         try:
-            self.client.ping()
+            client = self._client if self._client is not None else self._connected()[0]
+            client.ping()
         except self._errors as exc:
-            raise StoreError(f"redis: {exc}") from exc
+            raise _store_error(exc) from exc
 
     def close(self) -> None:
-        # RedisCluster.close() leaves its nodes' connection pools connected (redis-py 8.1),
-        # so their sockets would linger until garbage collection: disconnect them too.
-        get_nodes = getattr(self.client, "get_nodes", None)
-        nodes = get_nodes() if get_nodes is not None else []
-        self.client.close()
+        with self._lock:
+            client = self._client
+            if self._connect is not None:
+                # Made here: made afresh if the store is used after all.
+                self._client = self._delete_script = None
+        if client is not None:
+            _close(client)
+        for other in self._also_close:
+            other.close()
+
+
+class _Target(NamedTuple):
+    """What a URL names, checked: where to connect and with which options."""
+
+    topology: str
+    #: redis-py's URL for plain Redis and Unix sockets; for the others, the first host's,
+    #: from which redis-py reads the credentials and passed options.
+    client_url: str
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int
+    timeouts: dict[str, float]
+    retries: int
+    sentinel_auth: dict[str, str]
+    store_options: dict[str, Any]
+
+
+def _parse(url: str, options: dict[str, Any]) -> _Target:
+    """Check ``url`` whole, without connecting; every problem is one ConfigurationError line."""
+    try:
+        return _checked(url, options)
+    except (ConfigurationError, ValueError) as exc:  # ValueError: urlsplit's "Invalid IPv6 URL", ...
+        raise ConfigurationError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+
+
+def _checked(url: str, options: dict[str, Any]) -> _Target:
+    scheme, netloc, path, query, fragment = _split(url)
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(f"not a Redis URL: {scheme}://")
+    if "@" not in netloc and "@" in url.partition("://")[2][len(netloc) :]:
+        raise ConfigurationError(
+            "an '@' after the host: in a user name or password, write '/', '?', '#' and '@' as %2F, %3F, %23 and %40"
+        )
+    if fragment:
+        raise ConfigurationError("a Redis URL has no #fragment")
+    base, topology = _SCHEMES[scheme]
+    settings: dict[str, Any] = {
+        "key_prefix": options.pop("key_prefix", DEFAULT_KEY_PREFIX),
+        "socket_timeout": options.pop("socket_timeout", 1.0),
+        "socket_connect_timeout": options.pop("socket_connect_timeout", 1.0),
+        "retries": options.pop("retries", 1),
+    }
+    known = _OWN_OPTIONS | _PASSED_OPTIONS | {"db"}
+    if base == "rediss":
+        known |= _TLS_OPTIONS
+    if topology == "sentinel":
+        known |= _SENTINEL_OPTIONS
+    passed: list[tuple[str, str]] = []
+    query_dbs: list[str] = []
+    sentinel_auth: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in known:
+            raise ConfigurationError(_unknown(key, scheme, known))
+        if key in _OWN_OPTIONS:
+            settings[key] = value
+        elif key == "db":
+            query_dbs.append(value)
+        elif key in _SENTINEL_OPTIONS:
+            sentinel_auth[key.removeprefix("sentinel_")] = value
+        else:
+            passed.append((key, value))
+    timeouts = {
+        name: number_option("Redis", name, settings[name], exclusive_minimum=True, maximum=3600.0)
+        for name in ("socket_timeout", "socket_connect_timeout")
+    }
+    retries = number_option("Redis", "retries", settings["retries"], integer=True, maximum=100)
+
+    hosts: list[tuple[str, int]] = []
+    service = ""
+    path_db: str | None = None
+    if topology == "unix":
+        client_url = f"unix://{netloc}{path}"
+    else:
+        userinfo, at, host_list = netloc.rpartition("@")
+        hosts = _hosts(host_list, _DEFAULT_PORT[topology], several=topology != "server")
+        segments = path.split("/")[1:]
+        if segments and not segments[-1]:
+            segments.pop()  # "redis://h/" and "redis+sentinel://h/name/"
+        if topology == "sentinel":
+            if not segments or not segments[0]:
+                raise ConfigurationError("the Sentinel service name is missing: redis+sentinel://host:26379/name[/db]")
+            service = unquote(segments.pop(0))
+        if len(segments) > 1 or (segments and not segments[0]):
+            raise ConfigurationError(f"the path must be /db at most, not {path!r}")
+        path_db = segments[0] if segments else None
+        client_url = f"{base}://{userinfo}{at}{host_list.split(',')[0]}"
+    if passed:
+        client_url += "?" + urlencode(passed, quote_via=quote)
+    db = _database(path_db, query_dbs)
+    if topology == "cluster" and db != 0:
+        raise ConfigurationError("Redis Cluster has only database 0")
+    store_options = {"key_prefix": settings["key_prefix"], **options}
+    return _Target(topology, client_url, hosts, service, db, timeouts, retries, sentinel_auth, store_options)
+
+
+def _split(url: str) -> tuple[str, str, str, str, str]:
+    """``url`` as scheme, netloc, path, query and fragment.
+
+    By hand, not with urlsplit: recent Pythons refuse a netloc of several hosts with an IPv6
+    one among them (``h1:7000,[::1]:7001``), and urlunsplit would drop the ``//`` of
+    ``unix:///path``. Each host is then read alone, by urlsplit (:func:`_hosts`).
+    """
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    tail, _, fragment = tail.partition("#")
+    path, _, query = tail.partition("?")
+    return scheme.lower(), netloc, path, query, fragment
+
+
+def _unknown(key: str, scheme: str, known: frozenset[str]) -> str:
+    if key in _TLS_OPTIONS:
+        if scheme == "redis+unix":
+            return f"{key} is a TLS option, and a Unix socket has no TLS: it would be ignored"
+        tls_scheme = scheme.replace("redis", "rediss", 1)
+        return f"{key} is a TLS option, and {scheme}:// is not TLS: it would be ignored; use {tls_scheme}:// for TLS"
+    if key in _SENTINEL_OPTIONS:
+        return f"{key} is an option of redis+sentinel:// URLs only"
+    return f"unknown Redis store option {key!r} (known: {', '.join(sorted(known))})"
+
+
+def _hosts(host_list: str, default_port: int, *, several: bool) -> list[tuple[str, int]]:
+    """``host[:port],...`` as pairs; ``[::1]:7000`` for IPv6."""
+    hosts = []
+    for item in host_list.split(","):
+        parts = urlsplit("//" + item)
+        if not parts.hostname:
+            raise ConfigurationError("a host is missing in the list of hosts")
+        hosts.append((parts.hostname, parts.port or default_port))
+    if len(hosts) > 1 and not several:
+        raise ConfigurationError("several hosts are for redis+cluster:// seeds and redis+sentinel:// sentinels only")
+    return hosts
+
+
+def _database(path_db: str | None, query_dbs: list[str]) -> int:
+    numbers = [
+        number_option("Redis", "db", value, integer=True, maximum=_MAX_DB)
+        for value in ([] if path_db is None else [path_db]) + query_dbs
+    ]
+    if len(set(numbers)) > 1:
+        if path_db is None:
+            raise ConfigurationError(f"db is given twice, {numbers[0]} and {numbers[1]}: give it once")
+        raise ConfigurationError(f"db is {numbers[0]} in the path but {numbers[1]} in ?db=: give it once")
+    return int(numbers[0]) if numbers else 0
+
+
+def _client_kwargs(target: _Target) -> dict[str, Any]:
+    """Keyword arguments for the client: bounded timeouts and retries, and the URL's own."""
+    from redis.backoff import NoBackoff
+    from redis.connection import parse_url
+    from redis.retry import Retry
+
+    kwargs: dict[str, Any] = {**target.timeouts, "retry": Retry(NoBackoff(), target.retries)}
+    if target.topology in ("server", "unix"):
+        return {**kwargs, "db": target.db}
+    # Credentials and passed options as redis-py reads them; the hosts are ours.
+    url_kwargs = parse_url(target.client_url)  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "db"):
+        url_kwargs.pop(name, None)
+    if target.topology == "sentinel":
+        # master_for picks its connection class itself: a sentinel-managed one, with TLS
+        # when told ssl=True.
+        if url_kwargs.pop("connection_class", None) is not None:
+            url_kwargs["ssl"] = True
+        return {**url_kwargs, **kwargs, "db": target.db}
+    return {**url_kwargs, **kwargs}
+
+
+def _sentinel_kwargs(target: _Target, client_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """How to talk to the sentinels: the same timeouts and TLS as to Redis, their own credentials.
+
+    No retry: discovery moves on to the next sentinel by itself, and the Redis connection's
+    own retry asks them all again.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    tls = {key: value for key, value in client_kwargs.items() if key == "ssl" or key in _TLS_OPTIONS}
+    return {**target.timeouts, "retry": Retry(NoBackoff(), 0), **tls, **target.sentinel_auth}
+
+
+def _cluster(target: _Target, kwargs: dict[str, Any]) -> redis.cluster.RedisCluster:
+    """Make the Cluster client, which asks the seed nodes for the slot map until one answers."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call]
+    options = dict(kwargs)
+    # The cluster-level retry (RedisCluster's own argument, not a connection's).
+    retry = options.pop("retry")
+    try:
+        return RedisCluster(startup_nodes=nodes, retry=retry, **options)
+    except BaseException:
+        # The seeds it reached keep their connections: close them, or they would linger.
         for node in nodes:
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect()
+        raise
+
+
+def _close(client: Client) -> None:
+    # RedisCluster.close() leaves its nodes' connection pools connected (redis-py 8.1),
+    # so their sockets would linger until garbage collection: disconnect them too.
+    get_nodes = getattr(client, "get_nodes", None)
+    nodes = get_nodes() if get_nodes is not None else []
+    client.close()
+    for node in nodes:
+        if node.redis_connection is not None:
+            node.redis_connection.connection_pool.disconnect()
+
+
+def _store_error(exc: BaseException) -> StoreError:
+    """``exc`` as a StoreError; redis-py's Sentinel names each sentinel by its client's whole
+    repr (every connection setting), which would make a log line of a kilobyte: host:port."""
+    return StoreError("redis: " + _CLIENT_REPR.sub(r"sentinel \1:\2", str(exc)))
 
 
 def _errors(redis_mod: Any) -> tuple[type[BaseException], ...]:
@@ -238,13 +505,3 @@ def _errors(redis_mod: Any) -> tuple[type[BaseException], ...]:
 
 def _encode(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))

@@ -49,7 +49,9 @@ OpenStore = Callable[..., TicketStore]
             id="redis-retries",
         ),
         pytest.param(
-            "redis://127.0.0.1?db=x", "bad Redis URL redis://127.0.0.1?db=x: Invalid value for 'db'", id="redis-db"
+            "redis://127.0.0.1?db=x",
+            "bad Redis URL redis://127.0.0.1?db=x: Redis option db must be a whole number from 0 to 65535, not 'x'",
+            id="redis-db",
         ),
         pytest.param(
             "redis://u:hunter2@127.0.0.1?db=x", "bad Redis URL redis://u:***@127.0.0.1?db=x", id="redis-password-hidden"
