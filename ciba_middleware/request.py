@@ -233,11 +233,34 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(object_pairs_hook=_unique_pairs).scan_once  # type: ignore[attr-defined]
 
 
+#: The deepest nesting of arrays and objects a JSON body may have. The fail API's fields are
+#: strings, so a real call nests one level.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in ``text``, brackets inside strings not counted."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _parse_json(body: bytes, charset: str) -> Mapping[str, Any]:
     try:
         text = body.decode(charset)
     except (UnicodeError, ValueError):
         text = _decode(body, charset)  # raises the BadRequest that says what is wrong
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
+        # Python's own limit depends on its version (3.11 stops near 1,000 levels, 3.13
+        # goes deeper): one limit of ours, so that every version answers alike.
+        raise BadRequest("the body is not acceptable JSON: it nests too deeply.")
     if text[:1] == "{" and text[-1:] == "}":
         # The usual body: one object, no surrounding whitespace. Scan it directly, as
         # json.loads would after skipping whitespace; anything else (an error, trailing

@@ -219,6 +219,13 @@ ACCEPTED = [
         "FORBIDDEN",
         id="json-description-edges-of-the-charset",
     ),
+    pytest.param(
+        JSON,
+        b'{"reason":"ACCESS_DENIED","x":' + b"[" * 63 + b'"]]]"' + b"]" * 63 + b"}",
+        {"error": "access_denied"},
+        "FORBIDDEN",
+        id="json-64-levels-the-limit",
+    ),
 ]
 
 
@@ -299,6 +306,8 @@ REJECTED = [
     pytest.param(JSON, b"null", 400, "A185201", "the body must be a JSON object, not null.", id="json-null"),
     pytest.param(JSON, b"[" * 5000 + b"]" * 5000, 400, "A185201",
                  "the body is not acceptable JSON: it nests too deeply.", id="json-too-deep"),
+    pytest.param(JSON, b'{"reason":"ACCESS_DENIED","x":' + b"[" * 64 + b"]" * 64 + b"}", 400, "A185201",
+                 "the body is not acceptable JSON: it nests too deeply.", id="json-65-levels-in-an-unknown-field"),
     pytest.param(JSON, b'{"reason":"ACCESS_DENIED","reason":"UNKNOWN_USER_ID"}', 400, "A185201",
                  "the JSON has the member 'reason' more than once.", id="json-duplicate-member"),
     pytest.param(JSON, b'\xff{"reason":"ACCESS_DENIED"}', 400, "A185201",
