@@ -13,9 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +27,7 @@ from conftest import (
     OTHER_TOKEN,
     SERVICE,
     SERVICE_TOKEN,
-    free_port,
-    port_open,
     unique_name,
-    unreachable,
 )
 
 from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, TicketStore, store_from_url
@@ -251,51 +245,6 @@ def store_of_kind(kind: str, request: pytest.FixtureRequest, directory: Path) ->
             with psycopg.connect(request.getfixturevalue("postgres_url"), autocommit=True) as conn:
                 conn.execute(f'DROP TABLE IF EXISTS "{name}"')
         store.close()
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, which a fault test may kill and restart.
-
-    The shared server on 6379 is never touched. No persistence: a restart starts empty.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unreachable("redis-server is not installed")
-        self.binary = str(binary)
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port, 0.2):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"private redis-server on {self.port} did not start")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes mid-request, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(port=self.port, socket_timeout=5)
-
-    def stop(self) -> None:
-        self.kill()
 
 
 def report(name: str, **figures: Any) -> None:

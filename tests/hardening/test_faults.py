@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 import requests
+from _servers import PrivateRedis
 from conftest import GRANTS, SERVICE, LiveServer, unique_name
 
 from ciba_middleware import store_from_url
 from ciba_middleware.stores.base import new_ticket
 
-from ._support import BEARER_OWN, SUFFIX, PrivateRedis, call, check_contract, environ, middleware, report
+from ._support import BEARER_OWN, SUFFIX, call, check_contract, environ, middleware, report
 
 # -- the wrapped app's errors stay its own ---------------------------------------------
 
@@ -234,11 +235,11 @@ def slow_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     """(store URL with short timeouts, a context manager factory: ticket -> the store hangs)."""
     kind = request.param
     if kind == "redis-client-paused":
-        redis = PrivateRedis(tmp_path)
+        redis = PrivateRedis()
         try:
             yield f"{redis.url}?socket_timeout=0.5&socket_connect_timeout=0.5", lambda t: _redis_paused(redis, t)
         finally:
-            redis.stop()
+            redis.close()
     elif kind == "postgresql-row-locked":
         import psycopg
 
@@ -307,7 +308,7 @@ def test_a_slow_store_gives_the_contracts_500_in_bounded_time(slow_store: tuple[
 
 
 def test_redis_killed_under_load_and_restored(tmp_path: Path) -> None:
-    redis = PrivateRedis(tmp_path)
+    redis = PrivateRedis()
     url = f"{redis.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
     store = store_from_url(url)
     server = LiveServer(
@@ -373,7 +374,7 @@ def test_redis_killed_under_load_and_restored(tmp_path: Path) -> None:
         stop.set()
         server.stop()
         store.close()
-        redis.stop()
+        redis.close()
 
     before = [r for r in results if r[0] < killed - 0.1]
     during = [r for r in results if killed + 0.1 < r[0] < restored]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from _servers import PrivateRedisCluster, PrivateSentinel
 from conftest import SERVICE, SERVICE_TOKEN, LiveServer, ciba_env, free_port
 
 from ciba_middleware.errors import ConfigurationError, StoreError
@@ -24,7 +25,6 @@ from ciba_middleware.stores import TicketStore, store_from_url
 from ciba_middleware.stores.redis import RECONNECT_PAUSE
 
 from ._http import API_HEADERS, assert_success, fail
-from .conftest import PrivateRedisCluster, PrivateSentinel
 from .test_store_outages import NEVER_ISSUED, STORE_FAILED
 
 OpenStore = Callable[..., TicketStore]

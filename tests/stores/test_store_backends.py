@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _servers import PrivateRedis, wait_port
 from conftest import free_port, unique_name
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import TicketStore, store_from_url
 
 from . import _race
-from .conftest import RECOVERY, PrivateRedis, down_and_up, drop_postgres_table, wait_port
+from .conftest import RECOVERY, down_and_up, drop_postgres_table
 
 OpenStore = Callable[..., TicketStore]
 
