@@ -356,7 +356,7 @@ def failing_sqlite(tmp_path: Path) -> str:
             "sqlite:///{tmp}/tickets.sqlite3",
             {"CIBA_TICKET_TTL": "-1"},
             2,
-            f"{PROG}: error: CIBA_TICKET_TTL must be positive, not '-1'\n",
+            f"{PROG}: error: CIBA_TICKET_TTL must be a number of seconds above 0 and at most 31622400 (366 days), not '-1'\n",
             id="bad-ttl",
         ),
         pytest.param(
@@ -389,7 +389,7 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
     [
         pytest.param(
             {},
-            "5 grants covering 3 services, prefix '', max body 16384 bytes, ticket TTL 600 s, audit log on, "
+            "5 grants covering 3 services from CIBA_TOKENS, prefix '', max body 16384 bytes, ticket TTL 600 s, audit log on, "
             "metrics off",
             id="defaults",
         ),
@@ -403,7 +403,7 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
                 "CIBA_METRICS_PATH": "/metrics",
                 "CIBA_METRICS_TOKEN_SHA256": "0" * 64,
             },
-            "1 grant covering 1 service, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s, "
+            "1 grant covering 1 service from CIBA_TOKENS, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s, "
             "audit log stderr, metrics /metrics",
             id="set",
         ),
@@ -429,7 +429,7 @@ def test_check_masks_the_store_password(tmp_path: Path, postgres_url: str) -> No
     masked = f"postgresql://{parts.username}:***@{parts.hostname}:{parts.port}{parts.path}?table={table}"
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
-        f"ok: store {masked} reachable, 5 grants covering 3 services, prefix '', max body 16384 bytes, "
+        f"ok: store {masked} reachable, 5 grants covering 3 services from CIBA_TOKENS, prefix '', max body 16384 bytes, "
         "ticket TTL 600 s, audit log on, metrics off\n"
     )
 
@@ -461,7 +461,8 @@ def test_check_unreachable_store(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"CIBA_TOKENS": "", "CIBA_TOKENS_FILE": "/nonexistent/tokens.json"},
-            f"{PROG}: error: CIBA_TOKENS_FILE: cannot read '/nonexistent/tokens.json': No such file or directory\n",
+            f"{PROG}: error: CIBA_TOKENS_FILE: cannot read '/nonexistent/tokens.json': No such file or directory "
+            "(a running server refuses this file, logs it at ERROR and keeps its last good grants)\n",
             id="tokens-file-missing",
         ),
         pytest.param(
@@ -471,7 +472,7 @@ def test_check_unreachable_store(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"CIBA_MAX_BODY_BYTES": "lots"},
-            f"{PROG}: error: CIBA_MAX_BODY_BYTES must be a positive integer, not 'lots'\n",
+            f"{PROG}: error: CIBA_MAX_BODY_BYTES must be a whole number of bytes from 1 to 1048576, not 'lots'\n",
             id="bad-max-body",
         ),
         pytest.param(
