@@ -16,6 +16,7 @@ grants (see :func:`first_start`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -92,13 +93,23 @@ def parse_grants(raw: object, name: str) -> tuple[Mapping[str, Any], ...]:
 
 def read_snapshot(path: str, name: str = "CIBA_TOKENS_FILE") -> Snapshot:
     """Read and validate the grants file at ``path``, or raise ConfigurationError naming ``name``."""
+    data, signature = _read_file(path, name)
+    grants, verifier = _validate(data, f"{name} {path!r}")
+    return Snapshot(grants, verifier, hashlib.sha256(data).hexdigest(), signature)
+
+
+def _read_file(path: str, name: str) -> tuple[bytes, tuple[int, ...]]:
+    """The file's bytes, and its ``os.stat`` signature taken before they were read."""
     try:
         before = _signature(path)
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read(), before
     except OSError as exc:
         raise ConfigurationError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
-    named = f"{name} {path!r}"
+
+
+def _validate(data: bytes, named: str) -> tuple[tuple[Mapping[str, Any], ...], StaticTokenVerifier]:
+    """The file's grants and their verifier, checked whole, or ConfigurationError."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,12 +118,11 @@ def read_snapshot(path: str, name: str = "CIBA_TOKENS_FILE") -> Snapshot:
         ) from None
     grants = parse_grants(text, named)
     try:
-        verifier = StaticTokenVerifier(grants)
+        return grants, StaticTokenVerifier(grants)
     except RecursionError:
         raise ConfigurationError(f"{named}: a grant is nested too deeply") from None
     except ConfigurationError as exc:
         raise ConfigurationError(f"{named}: {exc}") from None
-    return Snapshot(grants, verifier, hashlib.sha256(data).hexdigest(), before)
 
 
 def first_start() -> bool:
@@ -198,7 +208,11 @@ class ReloadingVerifier:
         self.on_refused: Callable[[], None] | None = None
         self._signature = snapshot.signature if snapshot is not None else None
         self._settled = snapshot is not None and not _recent(snapshot.signature)
-        self._refused_digest = _digest_or_none(path) if refused is not None else None
+        # Refused at start-up (and logged then): said refused again only if it changes.
+        self._refused_digest: str | None = None
+        if refused is not None:
+            with contextlib.suppress(ConfigurationError):
+                self._refused_digest = hashlib.sha256(_read_file(path, name)[0]).hexdigest()
         self._next_check = time.monotonic() + self.interval if self.interval else math.inf
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -255,18 +269,28 @@ class ReloadingVerifier:
 
     def _read(self) -> None:
         try:
-            new = read_snapshot(self.path, self.name)
+            data, signature = _read_file(self.path, self.name)
         except ConfigurationError as exc:
-            self._refuse(str(exc))
+            self._refuse(str(exc), None)
             return
-        self._signature = new.signature
-        self._settled = not _recent(new.signature)
+        digest = hashlib.sha256(data).hexdigest()
+        # A file modified within the last moments may still be being written: read it
+        # again at the next look, even if it looks the same.
+        self._signature, self._settled = signature, not _recent(signature)
         old = self.snapshot
-        if old is not None and old.digest == new.digest:
+        if old is not None and old.digest == digest:
             if self.refused is not None:
-                log.info("%s %s is back to the grants in force (version %s)", self.name, self.path, new.version)
-            self.refused = None
+                log.info("%s %s is back to the grants in force (version %s)", self.name, self.path, old.version)
+            self.refused = self._refused_digest = None
             return
+        if digest == self._refused_digest:
+            return  # refused already, and said so
+        try:
+            grants, verifier = _validate(data, f"{self.name} {self.path!r}")
+        except ConfigurationError as exc:
+            self._refuse(str(exc), digest)
+            return
+        new = Snapshot(grants, verifier, digest, signature)
         self.snapshot, self.loaded_at, self.refused, self._refused_digest = new, time.time(), None, None
         log.info(
             "%s %s reloaded: %d grants covering %d services (version %s)",
@@ -277,12 +301,12 @@ class ReloadingVerifier:
             new.version,
         )
 
-    def _refuse(self, problem: str) -> None:
-        # A file caught being written is read again at the next look, until it settles.
-        self._settled = False
-        digest = _digest_or_none(self.path)
-        if problem == self.refused and digest == self._refused_digest:
-            return
+    def _refuse(self, problem: str, digest: str | None) -> None:
+        """Keep the grants in force; say why once per refused content (or unreadable file)."""
+        if digest is None:
+            self._settled = False  # cannot be read: try again at each look
+            if problem == self.refused and self._refused_digest is None:
+                return
         self.refused, self._refused_digest = problem, digest
         self.failures += 1
         if self.snapshot is None:
@@ -310,14 +334,6 @@ def _signature(path: str) -> tuple[int, ...]:
 
 def _recent(signature: tuple[int, ...] | None) -> bool:
     return signature is None or time.time() - signature[3] / 1e9 < _SETTLING
-
-
-def _digest_or_none(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
 
 
 # -- SIGHUP and fork ----------------------------------------------------------------------

@@ -250,3 +250,18 @@ def test_the_per_call_cost_is_a_clock_read(served: tuple[Path, webtest.TestApp])
 
     extra = per_call(verifier.verify_bearer) - per_call(static.verify_bearer)
     assert extra < 2e-6, f"{extra * 1e9:.0f} ns per call more than the static verifier"
+
+
+def test_a_refused_file_is_validated_once_not_at_every_look(
+    served: tuple[Path, webtest.TestApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its clear-text grants would otherwise log their warning every interval."""
+    path, app = served
+    status = status_of(app)
+    path.write_text(json.dumps([{"service": SERVICE, "token": "dev-token"}, {"service": SERVICE, "tokn": "x"}]))
+    wait_for(lambda: (status("old-token"), app.app.verifier.refused is not None) == (200, True))
+    time.sleep(INTERVAL * 5)
+    for _ in range(3):
+        status("old-token")
+    assert caplog.text.count("clear-text 'token'") == 1
+    assert caplog.text.count("refused: ") == 1
