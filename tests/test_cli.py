@@ -746,6 +746,31 @@ def test_serve_sighup_rereads_the_tokens_file(tmp_path: Path, serve: type[Serve]
     assert "Traceback" not in server.stderr
 
 
+def test_serve_a_worker_that_cannot_build_serves_degraded(tmp_path: Path, serve: type[Serve]) -> None:
+    """Past the first start, a worker's failed boot must not stop gunicorn (it would)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = serve(ciba_env(tmp_path, CIBA_STORE_URL=f"sqlite:///{data / 't.sqlite3'}"), "--log-level", "warning")
+    url = server.url + FAIL_PATH.format(SERVICE)
+    headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    assert requests.post(url, json={}, headers=headers, timeout=10).status_code == 200
+    for leftover in data.iterdir():
+        leftover.unlink()
+    data.rmdir()
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    (worker,) = map(int, children.read_text().split())
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while children.read_text().split() in ([], [str(worker)]):
+        assert time.monotonic() < deadline, "no new worker"
+        time.sleep(0.1)
+    answer = requests.post(url, json={}, headers=headers, timeout=10)
+    assert (answer.status_code, answer.json()["resultCode"]) == (500, "A185103")
+    assert requests.get(server.url + "/", timeout=10).status_code == 404
+    assert server.stop() == 0
+    assert "the fail API answers 500 in this process until it is fixed" in server.stderr, server.stderr
+
+
 def test_serve_refuses_an_app_that_already_serves_the_fail_api(tmp_path: Path) -> None:
     """Two middlewares with two stores: the outer would answer, the app's ticket would stay."""
     (tmp_path / "carrier.py").write_text(
