@@ -27,7 +27,7 @@ SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
 The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
 Every problem is a :class:`~ciba_middleware.errors.ConfigurationError` naming the
 variable, raised at start-up. The one exception is a bad ``CIBA_TOKENS_FILE`` found by a
-process started after the server's first start (:func:`~ciba_middleware.first_start`):
+process started after the server's first start (:func:`~ciba_middleware.grants.first_start`):
 it is logged, and that process serves with the fail API answering 500 until the file is
 fixed, rather than stopping the server.
 """
@@ -159,7 +159,7 @@ class Settings:
             raise ConfigurationError(f"CIBA_STORE_URL: {exc}") from None
 
     def build_verifier(self) -> StaticTokenVerifier | ReloadingVerifier:
-        """The verifier of the grants: a :class:`~ciba_middleware.ReloadingVerifier`
+        """The verifier of the grants: a :class:`~ciba_middleware.grants.ReloadingVerifier`
         over ``CIBA_TOKENS_FILE``, or a :class:`StaticTokenVerifier` of ``CIBA_TOKENS``."""
         if self.tokens_file:
             return ReloadingVerifier(
