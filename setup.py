@@ -32,6 +32,7 @@ EXTRAS["test"] = sorted(
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
+        "waitress>=2.1",  # a WSGI server other than gunicorn, for tests/test_reload.py
         "hypothesis>=6.100",
         "schemathesis>=4.0",
         "requests>=2.31",
