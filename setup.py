@@ -42,6 +42,7 @@ EXTRAS["test"] = sorted(
         "twine>=6.1",
         "check-wheel-contents>=0.6",
         "mypy>=1.10",
+        "waitress>=2.1",  # a WSGI server other than gunicorn, for tests/test_reload.py
         "hypothesis>=6.100",
         "schemathesis>=4.0",
         "requests>=2.31",

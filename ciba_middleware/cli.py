@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from . import __version__, runner
-from .auth import StaticTokenVerifier, sha256_hex
-from .config import Settings
+from .auth import StaticTokenVerifier, TokenVerifier, sha256_hex
+from .config import Settings, degraded
 from .errors import ConfigurationError, StoreError
+from .grants import ReloadingVerifier
+from .middleware import BackchannelFailMiddleware
 from .redact import mask_url, scrub
 from .response import not_found_app
 from .stores import TicketStore, ticket_hash, well_formed
@@ -95,7 +97,7 @@ class _OneLine(logging.Formatter):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_tickets_as_positionals(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args)
     command: Callable[[argparse.Namespace], int] = args.command
     try:
@@ -199,21 +201,37 @@ def _cmd_ticket_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    settings = Settings.from_mapping(os.environ)
+    try:
+        settings = Settings.from_mapping(os.environ)
+    except ConfigurationError as exc:
+        if str(exc).startswith("CIBA_TOKENS_FILE") and os.environ.get("CIBA_TOKENS_FILE"):
+            raise ConfigurationError(
+                f"{exc} (a running server refuses this file, logs it at ERROR and keeps its last good grants)"
+            ) from None
+        raise
     middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app))
     try:
         _ping(settings, middleware.store)
     finally:
         middleware.store.close()
-    verifier = middleware.verifier
-    services = len(verifier.services) if isinstance(verifier, StaticTokenVerifier) else 0
+    services: frozenset[str] = getattr(middleware.verifier, "services", frozenset())
     print(
         f"ok: store {mask_url(settings.store_url)} reachable, {_plural(len(settings.grants), 'grant')} "
-        f"covering {_plural(services, 'service')}, prefix {settings.prefix!r}, "
-        f"max body {settings.max_body_bytes} bytes, ticket TTL {settings.ticket_ttl:g} s, "
-        f"audit log {settings.audit_log}, metrics {settings.metrics_path or 'off'}"
+        f"covering {_plural(len(services), 'service')} from {_grants_source(settings, middleware.verifier)}, "
+        f"prefix {settings.prefix!r}, max body {settings.max_body_bytes} bytes, "
+        f"ticket TTL {settings.ticket_ttl:g} s, audit log {settings.audit_log}, "
+        f"metrics {settings.metrics_path or 'off'}"
     )
     return EXIT_OK
+
+
+def _grants_source(settings: Settings, verifier: TokenVerifier) -> str:
+    """Where the grants come from and, for a file, which version and how it is reloaded."""
+    if not isinstance(verifier, ReloadingVerifier) or verifier.snapshot is None:
+        return settings.grants_source
+    interval = settings.tokens_reload_interval
+    looks = f"every {interval:g} s and on SIGHUP" if interval else "on SIGHUP only"
+    return f"CIBA_TOKENS_FILE {verifier.path!r} (version {verifier.snapshot.version}, looked at {looks})"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -223,6 +241,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError("serve needs gunicorn: pip install 'ciba-middleware[server]'", EXIT_CONFIG) from None
 
     app = _import_app(args.app) if args.app else not_found_app
+    if args.app:
+        _refuse_wrapped_twice(args.app, app)
     settings = Settings.from_mapping(os.environ)
     if args.workers > 1 and urlsplit(settings.store_url).scheme.lower() == "memory":
         raise CommandError(
@@ -231,9 +251,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             EXIT_CONFIG,
         )
     # Build everything once here, in the master, so a bad configuration or an unreachable
-    # store stops the command with one line before any worker starts; each worker then
-    # builds its own middleware (its own store connections).
-    middleware = _scrubbed(settings, lambda: settings.build_middleware(app))
+    # store stops the command with one line before any worker starts (the first start);
+    # each worker then builds its own middleware (its own store connections) around the
+    # master's grants, which every fork brings up to date with CIBA_TOKENS_FILE.
+    verifier = _scrubbed(settings, settings.build_verifier)
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(app, verifier=verifier))
     try:
         _ping(settings, middleware.store)
     finally:
@@ -262,10 +284,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mask_url(settings.store_url),
         f"around {args.app}" if args.app else "other paths answer 404",
     )
-    # Read again in each worker, so the workers a SIGHUP starts see a changed
-    # CIBA_TOKENS_FILE, as under plain gunicorn.
-    runner.run(lambda: Settings.from_mapping(os.environ).build_middleware(app), options, prog=PROG)
+    runner.run(lambda: _worker_app(settings, app, verifier), options, prog=PROG)
     return EXIT_OK
+
+
+def _worker_app(settings: Settings, app: WSGIApplication, verifier: TokenVerifier) -> WSGIApplication:
+    """A worker's middleware. Past the first start, a failure here must not stop the
+    server (gunicorn stops when a worker fails to boot): the worker serves ``app`` with
+    the fail API answering 500, and says why in the log."""
+    try:
+        return settings.build_middleware(app, verifier=verifier)
+    except (ConfigurationError, StoreError) as exc:
+        return degraded(app, scrub(str(exc), settings.store_url))
+
+
+def _refuse_wrapped_twice(spec: str, app: object) -> None:
+    """Refuse an app that already serves the fail API (``CibaMiddleware``, ``from_env()``):
+    wrapped again, the outer middleware would answer every call with its own store and
+    never reach the app's, so its tickets would never be deleted."""
+    found = _carried_middleware(app)
+    if found is not None:
+        raise CommandError(
+            f"--app {spec} already serves the fail API (it carries a {type(found).__name__}, e.g. from "
+            "CibaMiddleware or from_env()): serve would answer in front of it with another store; "
+            f"run it without serve, e.g. gunicorn '{spec}'",
+            EXIT_CONFIG,
+        )
+
+
+def _carried_middleware(app: object, limit: int = 64) -> BackchannelFailMiddleware | None:
+    """The :class:`BackchannelFailMiddleware` inside ``app``, found through the attributes
+    WSGI wrappers keep the wrapped app in (``wsgi_app``, ``app``, ``application``)."""
+    todo, seen = [app], set[int]()
+    while todo and len(seen) < limit:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BackchannelFailMiddleware):
+            return current
+        for name in ("wsgi_app", "app", "application", "__self__"):
+            inner = getattr(current, name, None)
+            if inner is not None and callable(inner):
+                todo.append(inner)
+    return None
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -307,6 +369,21 @@ def _ping(settings: Settings, store: TicketStore) -> None:
         raise CommandError(
             f"store {mask_url(settings.store_url)} unreachable: {scrub(str(exc), settings.store_url)}", EXIT_STORE
         ) from None
+
+
+def _tickets_as_positionals(argv: list[str]) -> list[str]:
+    """``ticket show|delete`` with a ticket that starts with ``-`` (one in 64 does): put it
+    after ``--``, where argparse reads it as the TICKET it is rather than as an option.
+
+    No option of this command is 32 characters of the ticket alphabet, so nothing else is
+    moved; a command line that already has ``--`` is left as it is.
+    """
+    if argv[:1] != ["ticket"] or argv[1:2] not in (["show"], ["delete"]) or "--" in argv:
+        return argv
+    dashed = [arg for arg in argv[2:] if arg.startswith("-") and well_formed(arg)]
+    if not dashed:
+        return argv
+    return [arg for arg in argv if arg not in dashed] + ["--", *dashed]
 
 
 def _import_app(spec: str) -> WSGIApplication:
@@ -374,7 +451,8 @@ def _positive(value: str) -> int:
 _ENV_HELP = """\
 configuration comes from the environment, as for from_env():
   CIBA_STORE_URL       ticket store (default sqlite:///ciba-tickets.sqlite3)
-  CIBA_TOKENS          JSON list of grants (or CIBA_TOKENS_FILE: a file holding it)
+  CIBA_TOKENS          JSON list of grants (or CIBA_TOKENS_FILE: a file holding it,
+                       reloaded when it changes, every CIBA_TOKENS_RELOAD_INTERVAL s)
   CIBA_PATH_PREFIX     path in front of /api (default empty)
   CIBA_MAX_BODY_BYTES  largest request body (default 16384)
   CIBA_TICKET_TTL      seconds a new ticket lives (default 600)
@@ -499,7 +577,9 @@ def _build_parser() -> argparse.ArgumentParser:
             formatter_class=raw,
         )
         sub.add_argument("--service", type=_identifier, required=True, metavar="ID", help="the ticket's service")
-        sub.add_argument("ticket", metavar="TICKET", help="as ticket issue printed it")
+        sub.add_argument(
+            "ticket", metavar="TICKET", help="as ticket issue printed it (one starting with - is taken as well)"
+        )
         sub.set_defaults(command=handler)
 
     check = commands.add_parser(

@@ -7,10 +7,14 @@ variable                meaning                                             defa
                         store_from_url`)                                    sqlite3`` (working dir)
 ``CIBA_TOKENS``         JSON list of grants (:class:`~ciba_middleware.      required, or:
                         StaticTokenVerifier`)
-``CIBA_TOKENS_FILE``    path to a file holding that JSON
+``CIBA_TOKENS_FILE``    path to a file holding that JSON, reloaded when
+                        it changes (:mod:`~ciba_middleware.grants`)
+``CIBA_TOKENS_RELOAD_   seconds between two looks at that file; 0: only    1
+INTERVAL``              on SIGHUP and fork
 ``CIBA_PATH_PREFIX``    path in front of ``/api``                           empty
-``CIBA_MAX_BODY_BYTES`` largest request body                                16384
-``CIBA_TICKET_TTL``     seconds a new ticket lives                          600
+``CIBA_MAX_BODY_BYTES`` largest request body (1 to 1048576)                 16384
+``CIBA_TICKET_TTL``     seconds a new ticket lives (at most                 600
+                        :data:`~ciba_middleware.stores.base.MAX_TTL`)
 ``CIBA_AUDIT_LOG``      ``on``, ``off``, ``stdout``, ``stderr`` or an       ``on`` (to logging)
                         absolute file path (:func:`~ciba_middleware.
                         audit.route`)
@@ -22,34 +26,52 @@ SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
 
 The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
 Every problem is a :class:`~ciba_middleware.errors.ConfigurationError` naming the
-variable, raised at start-up.
+variable, raised at start-up. The one exception is a bad ``CIBA_TOKENS_FILE`` found by a
+process started after the server's first start (:func:`~ciba_middleware.grants.first_start`):
+it is logged, and that process serves with the fail API answering 500 until the file is
+fixed, rather than stopping the server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import audit, metrics
-from .auth import StaticTokenVerifier, clear_secret_digest, hex_digest
+from .auth import StaticTokenVerifier, TokenVerifier, clear_secret_digest, hex_digest
 from .core import FailApi
 from .errors import ConfigurationError
 from .events import Observer
+from .grants import (
+    DEFAULT_INTERVAL,
+    ReloadingVerifier,
+    Snapshot,
+    Unavailable,
+    first_start,
+    parse_grants,
+    read_snapshot,
+)
 from .middleware import BackchannelFailMiddleware
 from .response import not_found_app
 from .stores import DEFAULT_TTL, TicketStore, store_from_url
+from .stores.base import MAX_TTL, checked_ttl, number_option
+from .stores.memory import MemoryTicketStore
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["DEFAULT_STORE_URL", "Settings", "from_env", "not_found_app"]
+__all__ = ["DEFAULT_STORE_URL", "MAX_BODY_BYTES", "Settings", "degraded", "from_env", "not_found_app"]
 
 DEFAULT_STORE_URL = "sqlite:///ciba-tickets.sqlite3"
+#: The largest ``CIBA_MAX_BODY_BYTES``: 1 MiB. A real call is well under 1 KiB, and the
+#: body is held in memory while it is parsed.
+MAX_BODY_BYTES = 1 << 20
+#: The longest ``CIBA_TOKENS_RELOAD_INTERVAL``: an hour.
+MAX_RELOAD_INTERVAL = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +87,15 @@ class Settings:
     ticket_ttl: float = DEFAULT_TTL
     #: Which variable the grants came from, for error messages.
     grants_source: str = "CIBA_TOKENS"
+    #: ``CIBA_TOKENS_FILE``: the grants file, reloaded when it changes; empty: none.
+    tokens_file: str = ""
+    #: ``CIBA_TOKENS_RELOAD_INTERVAL``: seconds between two looks at that file.
+    tokens_reload_interval: float = DEFAULT_INTERVAL
+    #: The file as read by :meth:`from_mapping`; None when it was refused (see
+    #: ``tokens_refused``) or there is no file.
+    tokens_snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+    #: Why the file was refused by a process after the first start, which serves anyway.
+    tokens_refused: str | None = None
     #: ``CIBA_AUDIT_LOG``: ``on``, ``off``, ``stdout``, ``stderr`` or an absolute path.
     audit_log: str = "on"
     #: ``CIBA_METRICS_PATH``; empty: no metrics.
@@ -85,15 +116,29 @@ class Settings:
             raise ConfigurationError(
                 f"CIBA_PATH_PREFIX must be empty or like /authlete (no trailing /), not {prefix!r}"
             )
-        grants_source, grants = _grants(values)
+        interval = _number(
+            values,
+            "CIBA_TOKENS_RELOAD_INTERVAL",
+            DEFAULT_INTERVAL,
+            maximum=MAX_RELOAD_INTERVAL,
+            what=f"a number of seconds from 0 to {MAX_RELOAD_INTERVAL:.0f}",
+        )
         return cls(
             store_url=store_url,
-            grants=grants,
-            grants_source=grants_source,
             prefix=prefix,
-            max_body_bytes=int(_number(values, "CIBA_MAX_BODY_BYTES", 16384, integer=True)),
-            ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
+            max_body_bytes=_number(
+                values,
+                "CIBA_MAX_BODY_BYTES",
+                16384,
+                integer=True,
+                minimum=1,
+                maximum=MAX_BODY_BYTES,
+                what=f"a whole number of bytes from 1 to {MAX_BODY_BYTES}",
+            ),
+            ticket_ttl=_ticket_ttl(values),
             audit_log=_audit_log(values),
+            tokens_reload_interval=interval,
+            **_grants(values),
             **_metrics(values),
         )
 
@@ -105,10 +150,7 @@ class Settings:
         ticket``), so they work on a host without ``CIBA_TOKENS``. The result has no grants:
         use :meth:`build_store` only.
         """
-        return cls(
-            store_url=_text(values, "CIBA_STORE_URL", DEFAULT_STORE_URL),
-            ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
-        )
+        return cls(store_url=_text(values, "CIBA_STORE_URL", DEFAULT_STORE_URL), ticket_ttl=_ticket_ttl(values))
 
     def build_store(self) -> TicketStore:
         try:
@@ -116,27 +158,42 @@ class Settings:
         except ConfigurationError as exc:
             raise ConfigurationError(f"CIBA_STORE_URL: {exc}") from None
 
-    def build_verifier(self) -> StaticTokenVerifier:
+    def build_verifier(self) -> StaticTokenVerifier | ReloadingVerifier:
+        """The verifier of the grants: a :class:`~ciba_middleware.grants.ReloadingVerifier`
+        over ``CIBA_TOKENS_FILE``, or a :class:`StaticTokenVerifier` of ``CIBA_TOKENS``."""
+        if self.tokens_file:
+            return ReloadingVerifier(
+                self.tokens_file,
+                self.tokens_snapshot,
+                interval=self.tokens_reload_interval,
+                refused=self.tokens_refused,
+            )
         try:
             return StaticTokenVerifier(self.grants)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self.grants_source}: {exc}") from None
 
     def build_api(
-        self, app: WSGIApplication | None = None, *, observers: Sequence[Observer] = ()
+        self,
+        app: WSGIApplication | None = None,
+        *,
+        observers: Sequence[Observer] = (),
+        verifier: TokenVerifier | None = None,
     ) -> tuple[FailApi, WSGIApplication | None]:
         """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
 
         The audit log and metrics observers come first, then ``observers``. With
         ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
         :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
-        that wrap a WSGI app); otherwise it comes back as given.
+        that wrap a WSGI app); otherwise it comes back as given. ``verifier`` (default:
+        :meth:`build_verifier`) lets processes forked from one that built it share it.
         """
-        verifier = self.build_verifier()
+        if verifier is None:
+            verifier = self.build_verifier()
         chain: list[Observer] = []
         if self.audit_log != "off":
             try:
-                chain.append(audit.route(self.audit_log, services=verifier.services))
+                chain.append(audit.route(self.audit_log, services=_services(verifier)))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
         if self.metrics_path:
@@ -145,22 +202,29 @@ class Settings:
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_METRICS_PATH: {exc}") from None
             chain.append(collected)
+            if isinstance(verifier, ReloadingVerifier):
+                collected.count_reload_failures(verifier)
             if app is not None:
                 app = metrics.MetricsMiddleware(
                     app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
                 )
         chain.extend(observers)
-        api = FailApi(
-            store=self.build_store(),
-            verifier=verifier,
-            prefix=self.prefix,
-            max_body_bytes=self.max_body_bytes,
-            observers=chain,
-        )
+        store = self.build_store()
+        try:
+            api = FailApi(
+                store=store, verifier=verifier, prefix=self.prefix, max_body_bytes=self.max_body_bytes, observers=chain
+            )
+        except BaseException:
+            store.close()
+            raise
         return api, app
 
     def build_middleware(
-        self, app: WSGIApplication, *, observers: Sequence[Observer] = ()
+        self,
+        app: WSGIApplication,
+        *,
+        observers: Sequence[Observer] = (),
+        verifier: TokenVerifier | None = None,
     ) -> BackchannelFailMiddleware:
         """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter).
 
@@ -168,9 +232,20 @@ class Settings:
         MetricsMiddleware` inside the fail middleware, so the result is still a
         :class:`BackchannelFailMiddleware`.
         """
-        api, inner = self.build_api(app, observers=observers)
+        api, inner = self.build_api(app, observers=observers, verifier=verifier)
         assert inner is not None
         return BackchannelFailMiddleware.around(inner, api)
+
+
+def degraded(app: WSGIApplication, problem: str) -> BackchannelFailMiddleware:
+    """``app`` behind a fail API that answers every call 500 ``A185103``, for a process
+    that could not build its configuration after the server's first start.
+
+    Logs ``problem`` at ERROR. Every other path still reaches ``app``.
+    """
+    log.error("configuration error: %s; the fail API answers 500 in this process until it is fixed", problem)
+    api = FailApi(store=MemoryTicketStore(), verifier=Unavailable(problem))
+    return BackchannelFailMiddleware.around(app, api)
 
 
 def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | None = None) -> BackchannelFailMiddleware:
@@ -193,49 +268,72 @@ def _text(values: Mapping[str, Any], name: str, default: str) -> str:
     return value.strip()
 
 
-def _number(values: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> float:
+def _number(
+    values: Mapping[str, Any],
+    name: str,
+    default: Any,
+    *,
+    what: str,
+    integer: bool = False,
+    minimum: float = 0.0,
+    maximum: float,
+) -> Any:
+    """A number variable, parsed and bounded by :func:`~ciba_middleware.stores.base.number_option`."""
     value = values.get(name)
     if value is None or value == "":
         return default
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        kind = "a positive integer" if integer else "a positive number of seconds"
-        raise ConfigurationError(f"{name} must be {kind}, not {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigurationError(f"{name} must be positive, not {value!r}")
-    return number
+        return number_option(name, name, value, integer=integer, minimum=minimum, maximum=maximum)
+    except ConfigurationError:
+        raise ConfigurationError(f"{name} must be {what}, not {_shown(value)}") from None
 
 
-def _grants(values: Mapping[str, Any]) -> tuple[str, tuple[Mapping[str, Any], ...]]:
+def _ticket_ttl(values: Mapping[str, Any]) -> float:
+    """``CIBA_TICKET_TTL``, held to the stores' own bound (:func:`~ciba_middleware.stores.base.checked_ttl`)."""
+    what = f"a number of seconds above 0 and at most {MAX_TTL:.0f} (366 days)"
+    ttl = _number(values, "CIBA_TICKET_TTL", DEFAULT_TTL, maximum=math.inf, what=what)
+    try:
+        return checked_ttl(ttl, "CIBA_TICKET_TTL")
+    except ValueError:
+        shown = _shown(values.get("CIBA_TICKET_TTL"))
+        raise ConfigurationError(f"CIBA_TICKET_TTL must be {what}, not {shown}") from None
+
+
+def _shown(value: object, limit: int = 64) -> str:
+    """A configured value quoted in a message: its repr, cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def _grants(values: Mapping[str, Any]) -> dict[str, Any]:
     inline = values.get("CIBA_TOKENS")
     path = values.get("CIBA_TOKENS_FILE")
     if inline not in (None, "") and path not in (None, ""):
         raise ConfigurationError("set CIBA_TOKENS or CIBA_TOKENS_FILE, not both")
     if inline not in (None, ""):
-        name, raw = "CIBA_TOKENS", inline
-    elif path not in (None, ""):
-        name = "CIBA_TOKENS_FILE"
-        try:
-            with open(str(path), encoding="utf-8") as f:
-                raw = f.read()
-        except OSError as exc:
-            raise ConfigurationError(f"CIBA_TOKENS_FILE: cannot read {path!r}: {exc.strerror}") from None
-    else:
+        return {"grants": parse_grants(inline, "CIBA_TOKENS"), "grants_source": "CIBA_TOKENS"}
+    if path in (None, ""):
         raise ConfigurationError(
             "CIBA_TOKENS (or CIBA_TOKENS_FILE) is not set: no caller could authenticate. "
             "Create a token with `ciba-middleware token new --service ID`."
         )
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigurationError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(raw, list) or not raw:
-        raise ConfigurationError(f"{name} must be a non-empty JSON list of grants")
-    return name, tuple(raw)
+    path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    found: dict[str, Any] = {"grants_source": "CIBA_TOKENS_FILE", "tokens_file": path}
+    try:
+        snapshot = read_snapshot(path)
+    except ConfigurationError as exc:
+        if first_start():
+            raise
+        # A worker replacing one that had good grants: serve, and wait for a good file.
+        log.error("%s; this process answers the fail API with 500 until the file is fixed", exc)
+        return {**found, "tokens_refused": str(exc)}
+    return {**found, "grants": snapshot.grants, "tokens_snapshot": snapshot}
+
+
+def _services(verifier: TokenVerifier) -> frozenset[str] | None:
+    """The services the grants cover, when the verifier can tell."""
+    services = getattr(verifier, "services", None)
+    return services if isinstance(services, frozenset) else None
 
 
 def _audit_log(values: Mapping[str, Any]) -> str:
@@ -249,7 +347,7 @@ def _audit_log(values: Mapping[str, Any]) -> str:
     return target
 
 
-def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
+def _metrics(values: Mapping[str, Any]) -> dict[str, Any]:
     path = _text(values, "CIBA_METRICS_PATH", "")
     digest = _text(values, "CIBA_METRICS_TOKEN_SHA256", "").lower()
     clear = values.get("CIBA_METRICS_TOKEN")

@@ -15,6 +15,7 @@ __all__ = [
     "BadRequest",
     "ConfigurationError",
     "Forbidden",
+    "GrantsUnavailable",
     "InternalError",
     "InvalidParameter",
     "MethodNotAllowed",
@@ -131,6 +132,14 @@ class StoreFailed(ApiError):
 
     status = 500
     result_code = "A185101"
+
+
+class GrantsUnavailable(ApiError):
+    """No grants could be loaded in this process (a bad ``CIBA_TOKENS_FILE`` found by a
+    worker started after the first start): nobody can be authenticated until it is fixed."""
+
+    status = 500
+    result_code = "A185103"
 
 
 class InternalError(ApiError):

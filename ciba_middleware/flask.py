@@ -40,7 +40,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app
 
-from .auth import StaticTokenVerifier
+from .auth import TokenVerifier
 from .config import Settings
 from .errors import ConfigurationError
 from .events import Observer
@@ -49,7 +49,7 @@ from .reasons import Reason
 from .redact import mask_url
 from .request import check_fields
 from .response import FailResponse, client_response
-from .stores.base import TicketStore, ticket_hash
+from .stores.base import TicketStore, number_option, ticket_hash
 
 __all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState"]
 
@@ -138,16 +138,25 @@ class CibaMiddleware:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError("CibaMiddleware is already initialised on this app")
         settings = Settings.from_mapping(app.config)
-        middleware = settings.build_middleware(app.wsgi_app, observers=self.observers)
-        state = CibaState(
-            middleware=middleware,
-            settings=settings,
-            service_id=_service_id(app.config, middleware),
-            server_error_status=_server_error_status(app.config),
-        )
+        # Everything that can be refused without opening anything comes first; then the
+        # store (threads and connections, for some backends), closed again if the rest fails.
+        verifier = settings.build_verifier()
+        service_id = _service_id(app.config, verifier)
+        server_error_status = _server_error_status(app.config)
+        middleware = settings.build_middleware(app.wsgi_app, observers=self.observers, verifier=verifier)
+        try:
+            state = CibaState(
+                middleware=middleware,
+                settings=settings,
+                service_id=service_id,
+                server_error_status=server_error_status,
+            )
+            app.register_error_handler(BackchannelFail, _handle_backchannel_fail)
+        except BaseException:
+            middleware.store.close()
+            raise
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = state
-        app.register_error_handler(BackchannelFail, _handle_backchannel_fail)
         log.info(
             "fail API served under %s/api/ for service %s, tickets in %s",
             settings.prefix,
@@ -199,7 +208,7 @@ def _handle_backchannel_fail(error: BackchannelFail) -> Response:
     return Response(reply.body, status=reply.status, headers=reply.headers)
 
 
-def _service_id(config: Mapping[str, Any], middleware: BackchannelFailMiddleware) -> str:
+def _service_id(config: Mapping[str, Any], verifier: TokenVerifier) -> str:
     value = config.get("CIBA_SERVICE_ID")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
@@ -207,8 +216,8 @@ def _service_id(config: Mapping[str, Any], middleware: BackchannelFailMiddleware
         return value.strip()
     if value not in (None, ""):
         raise ConfigurationError(f"CIBA_SERVICE_ID must be a service ID (a string), not {value!r}")
-    verifier = middleware.verifier
-    services = sorted(verifier.services) if isinstance(verifier, StaticTokenVerifier) else []
+    found = getattr(verifier, "services", None)
+    services: list[str] = sorted(found) if isinstance(found, frozenset) else []
     if len(services) == 1:
         return services[0]
     raise ConfigurationError(
@@ -222,11 +231,11 @@ def _server_error_status(config: Mapping[str, Any]) -> int:
     if value is None or value == "":
         return 500
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        status = int(value)
-    except (TypeError, ValueError):
-        status = 0
-    if not 400 <= status <= 599:
-        raise ConfigurationError(f"CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not {value!r}")
+        status: int = number_option(
+            "CIBA_SERVER_ERROR_STATUS", "CIBA_SERVER_ERROR_STATUS", value, integer=True, minimum=400, maximum=599
+        )
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not {value!r}"
+        ) from None
     return status

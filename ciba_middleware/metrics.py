@@ -12,6 +12,7 @@ Series (``docs/observability.md`` shows real output)::
     ciba_fail_auth_failures_total{kind}
     ciba_fail_store_errors_total
     ciba_fail_duration_seconds{via}          (histogram)
+    ciba_tokens_reload_failures_total        (CIBA_TOKENS_FILE contents refused)
 
 The ``service`` label is set only from an authenticated principal covering the service
 (or from the wrapped app's own in-process call): an unauthenticated caller chooses the
@@ -38,6 +39,8 @@ from .events import FailEvent, outcome
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client import CollectorRegistry
+
+    from .grants import ReloadingVerifier
 
 __all__ = ["BUCKETS", "INSTALL_HINT", "Metrics", "MetricsMiddleware", "child_exit", "outcome"]
 
@@ -119,6 +122,11 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.tokens_reload_failures = prometheus_client.Counter(
+            "ciba_tokens_reload_failures",
+            "CIBA_TOKENS_FILE contents refused (bad, or caught half written): the grants loaded before stayed.",
+            registry=self.registry,
+        )
         self._calls: dict[tuple[str, str, str, str], Any] = {}
         self._duration = {via: self.duration.labels(via) for via in ("http", "in_process")}
 
@@ -141,6 +149,13 @@ class Metrics:
         if event.store_error:
             self.store_errors.inc()
         self._duration[event.via].observe(event.duration)
+
+    def count_reload_failures(self, verifier: ReloadingVerifier) -> None:
+        """Count the files ``verifier`` refuses (and those it already refused) in
+        ``ciba_tokens_reload_failures_total``."""
+        if verifier.failures:
+            self.tokens_reload_failures.inc(verifier.failures)
+        verifier.on_refused = self.tokens_reload_failures.inc
 
     def exposition_registry(self) -> Any:
         """What a scrape reads: this registry, or in multi-process mode every worker's files."""

@@ -356,7 +356,8 @@ def failing_sqlite(tmp_path: Path) -> str:
             "sqlite:///{tmp}/tickets.sqlite3",
             {"CIBA_TICKET_TTL": "-1"},
             2,
-            f"{PROG}: error: CIBA_TICKET_TTL must be positive, not '-1'\n",
+            f"{PROG}: error: CIBA_TICKET_TTL must be a number of seconds above 0 and at most 31622400 (366 days), "
+            "not '-1'\n",
             id="bad-ttl",
         ),
         pytest.param(
@@ -389,8 +390,8 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
     [
         pytest.param(
             {},
-            "5 grants covering 3 services, prefix '', max body 16384 bytes, ticket TTL 600 s, audit log on, "
-            "metrics off",
+            "5 grants covering 3 services from CIBA_TOKENS, prefix '', max body 16384 bytes, ticket TTL 600 s, "
+            "audit log on, metrics off",
             id="defaults",
         ),
         pytest.param(
@@ -403,7 +404,7 @@ def test_ticket_errors(tmp_path: Path, store_url: str, extra: dict[str, str], co
                 "CIBA_METRICS_PATH": "/metrics",
                 "CIBA_METRICS_TOKEN_SHA256": "0" * 64,
             },
-            "1 grant covering 1 service, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s, "
+            "1 grant covering 1 service from CIBA_TOKENS, prefix '/authlete', max body 2048 bytes, ticket TTL 90 s, "
             "audit log stderr, metrics /metrics",
             id="set",
         ),
@@ -429,8 +430,8 @@ def test_check_masks_the_store_password(tmp_path: Path, postgres_url: str) -> No
     masked = f"postgresql://{parts.username}:***@{parts.hostname}:{parts.port}{parts.path}?table={table}"
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
-        f"ok: store {masked} reachable, 5 grants covering 3 services, prefix '', max body 16384 bytes, "
-        "ticket TTL 600 s, audit log on, metrics off\n"
+        f"ok: store {masked} reachable, 5 grants covering 3 services from CIBA_TOKENS, prefix '', "
+        "max body 16384 bytes, ticket TTL 600 s, audit log on, metrics off\n"
     )
 
 
@@ -461,7 +462,8 @@ def test_check_unreachable_store(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"CIBA_TOKENS": "", "CIBA_TOKENS_FILE": "/nonexistent/tokens.json"},
-            f"{PROG}: error: CIBA_TOKENS_FILE: cannot read '/nonexistent/tokens.json': No such file or directory\n",
+            f"{PROG}: error: CIBA_TOKENS_FILE: cannot read '/nonexistent/tokens.json': No such file or directory "
+            "(a running server refuses this file, logs it at ERROR and keeps its last good grants)\n",
             id="tokens-file-missing",
         ),
         pytest.param(
@@ -471,7 +473,7 @@ def test_check_unreachable_store(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"CIBA_MAX_BODY_BYTES": "lots"},
-            f"{PROG}: error: CIBA_MAX_BODY_BYTES must be a positive integer, not 'lots'\n",
+            f"{PROG}: error: CIBA_MAX_BODY_BYTES must be a whole number of bytes from 1 to 1048576, not 'lots'\n",
             id="bad-max-body",
         ),
         pytest.param(
@@ -711,25 +713,116 @@ def test_check_warnings_are_one_line_each(tmp_path: Path) -> None:
 
 
 def test_serve_sighup_rereads_the_tokens_file(tmp_path: Path, serve: type[Serve]) -> None:
-    """kill -HUP starts new workers that read CIBA_TOKENS_FILE again (docs/deployment.md)."""
+    """kill -HUP starts new workers with the file's grants; a bad file keeps the last good
+    ones and the server up (docs/deployment.md). Looks are off, so only the SIGHUP reads."""
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps([{"service": SERVICE, "token_sha256": sha256_hex("old-token")}]))
-    server = serve(store_env(tmp_path, CIBA_TOKENS_FILE=str(tokens)), "--log-level", "warning")
+    env = store_env(tmp_path, CIBA_TOKENS_FILE=str(tokens), CIBA_TOKENS_RELOAD_INTERVAL="0")
+    server = serve(env, "--log-level", "warning", "--workers", "2")
 
     def status(token: str) -> int:
         url = server.url + FAIL_PATH.format(SERVICE)
         return requests.post(url, json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
 
+    def switch_to(expected: tuple[int, int]) -> None:
+        # Old and new workers overlap for a moment; wait until only new ones answer.
+        deadline = time.monotonic() + 15
+        while {(status("old-token"), status("new-token")) for _ in range(4)} != {expected}:
+            assert time.monotonic() < deadline, f"the workers never answered {expected}"
+            time.sleep(0.1)
+
     assert (status("old-token"), status("new-token")) == (200, 401)
+    tokens.write_text(json.dumps([{"service": SERVICE, "tokn": "typo"}]))
+    server.process.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert server.process.poll() is None
+    switch_to((200, 401))  # the master refused the file: its workers keep the grants of before
     tokens.write_text(json.dumps([{"service": SERVICE, "token_sha256": sha256_hex("new-token")}]))
     server.process.send_signal(signal.SIGHUP)
-    # Old and new workers overlap for a moment; wait until only new ones answer.
-    deadline = time.monotonic() + 15
-    while (status("old-token"), status("new-token")) != (401, 200):
-        assert time.monotonic() < deadline, "the workers never switched to the new tokens"
-        time.sleep(0.1)
+    switch_to((401, 200))
+    assert requests.get(server.url + "/", timeout=10).status_code == 404
     assert server.stop() == 0
+    assert "refused: CIBA_TOKENS_FILE" in server.stderr
     assert "Traceback" not in server.stderr
+
+
+def test_serve_a_worker_that_cannot_build_serves_degraded(tmp_path: Path, serve: type[Serve]) -> None:
+    """Past the first start, a worker's failed boot must not stop gunicorn (it would)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = serve(ciba_env(tmp_path, CIBA_STORE_URL=f"sqlite:///{data / 't.sqlite3'}"), "--log-level", "warning")
+    url = server.url + FAIL_PATH.format(SERVICE)
+    headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    assert requests.post(url, json={}, headers=headers, timeout=10).status_code == 200
+    for leftover in data.iterdir():
+        leftover.unlink()
+    data.rmdir()
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    (worker,) = map(int, children.read_text().split())
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while children.read_text().split() in ([], [str(worker)]):
+        assert time.monotonic() < deadline, "no new worker"
+        time.sleep(0.1)
+    answer = requests.post(url, json={}, headers=headers, timeout=10)
+    assert (answer.status_code, answer.json()["resultCode"]) == (500, "A185103")
+    assert requests.get(server.url + "/", timeout=10).status_code == 404
+    assert server.stop() == 0
+    assert "the fail API answers 500 in this process until it is fixed" in server.stderr, server.stderr
+
+
+def test_serve_refuses_an_app_that_already_serves_the_fail_api(tmp_path: Path) -> None:
+    """Two middlewares with two stores: the outer would answer, the app's ticket would stay."""
+    (tmp_path / "carrier.py").write_text(
+        "from flask import Flask\n"
+        "from ciba_middleware.flask import CibaMiddleware\n"
+        "app = Flask(__name__)\n"
+        "app.config.from_prefixed_env()\n"
+        "CibaMiddleware(app)\n"
+    )
+    env = {**ciba_env(tmp_path), "FLASK_CIBA_STORE_URL": "memory://", "FLASK_CIBA_TOKENS": json.dumps(GRANTS)}
+    env["FLASK_CIBA_SERVICE_ID"] = SERVICE
+    result = subprocess.run(
+        [str(SCRIPT), "serve", "--port", str(free_port()), "--app", "carrier:app"],
+        env=clean_env(env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "Starting gunicorn" not in result.stderr  # the app's own log line comes first, as it imports
+    assert result.stderr.splitlines()[-1] + "\n" == (
+        f"{PROG}: error: --app carrier:app already serves the fail API (it carries a BackchannelFailMiddleware, "
+        "e.g. from CibaMiddleware or from_env()): serve would answer in front of it with another store; run it "
+        "without serve, e.g. gunicorn 'carrier:app'\n"
+    )
+
+
+def test_a_ticket_that_starts_with_a_dash_is_a_ticket(tmp_path: Path) -> None:
+    """One ticket in 64 starts with '-': argparse took it for an option."""
+    env = store_env(tmp_path)
+    store = store_from_url(env["CIBA_STORE_URL"])
+    try:
+        ticket = next(t for t in (store.issue(SERVICE, 60) for _ in range(5000)) if t.startswith("-"))
+    finally:
+        store.close()
+    h = ticket_hash(ticket)
+    for args, code, stdout in [
+        (["show", "--service", SERVICE, ticket], 0, f"ticket {h} exists for service {SERVICE}\n"),
+        (["show", ticket, "--service", SERVICE], 0, f"ticket {h} exists for service {SERVICE}\n"),
+        (["show", "--service", SERVICE, "--", ticket], 0, f"ticket {h} exists for service {SERVICE}\n"),
+        (["delete", "--service", SERVICE, ticket], 0, f"deleted ticket {h} of service {SERVICE}\n"),
+        (["show", "--service", SERVICE, ticket], 1, f"no such ticket for service {SERVICE} "
+         "(unknown, expired, used, or of another service)\n"),
+    ]:  # fmt: skip
+        result = cli("ticket", *args, env=env)
+        assert (result.returncode, result.stdout, result.stderr) == (code, stdout, ""), args
+    # Anything else that starts with '-' is still an option, and still refused as one.
+    result = cli("ticket", "show", "--service", SERVICE, "-x", env=env)
+    assert result.returncode == 2
+    assert "unrecognized arguments: -x" in result.stderr or "required: TICKET" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 from authlete.dto.backchannel_authentication_fail_reason import BackchannelAuthenticationFailReason
-from conftest import GRANTS, OTHER_SERVICE, SERVICE, SERVICE_TOKEN
+from conftest import GRANTS, OTHER_SERVICE, SERVICE, SERVICE_TOKEN, unique_name
 from flask import Flask, request
 from werkzeug.serving import make_server
 
@@ -328,6 +329,21 @@ def test_init_app_puts_its_state_in_extensions(tmp_path: Path) -> None:
             id="status-not-a-number",
         ),
         pytest.param(
+            {"CIBA_SERVER_ERROR_STATUS": float("inf")},
+            "CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not inf",
+            id="status-infinite",
+        ),
+        pytest.param(
+            {"CIBA_SERVER_ERROR_STATUS": 503.5},
+            "CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not 503.5",
+            id="status-fraction",
+        ),
+        pytest.param(
+            {"CIBA_TICKET_TTL": 1e300},
+            "CIBA_TICKET_TTL must be a number of seconds above 0 and at most 31622400 (366 days), not 1e+300",
+            id="ttl-beyond-max",
+        ),
+        pytest.param(
             {"CIBA_TOKENS": None},
             "CIBA_TOKENS (or CIBA_TOKENS_FILE) is not set: no caller could authenticate. "
             "Create a token with `ciba-middleware token new --service ID`.",
@@ -345,6 +361,40 @@ def test_configuration_errors_at_init_app(tmp_path: Path, config: dict[str, Any]
     assert str(caught.value) == message
     assert EXTENSION_KEY not in app.extensions
     assert app.wsgi_app == wsgi_app
+
+
+@pytest.mark.parametrize("failure", ["service-ambiguous", "after-the-first-request"])
+def test_a_failed_init_app_closes_the_store_it_opened(postgres_url: str, failure: str) -> None:
+    """A PostgreSQL store has a pool: threads, and connections the server can count."""
+    import psycopg
+
+    name = unique_name("ciba_init")
+    app = Flask(__name__)
+    app.config.update(
+        CIBA_STORE_URL=f"{postgres_url}?application_name={name}&table={name}",
+        CIBA_TOKENS=GRANTS,
+        CIBA_SERVICE_ID=None if failure == "service-ambiguous" else SERVICE,
+        CIBA_AUDIT_LOG="off",
+    )
+    if failure == "after-the-first-request":
+        app.test_client().get("/")  # Flask refuses new error handlers from now on
+    threads = threading.active_count()
+    with pytest.raises((ConfigurationError, AssertionError)):
+        CibaMiddleware(app)
+    assert EXTENSION_KEY not in app.extensions
+    deadline = time.monotonic() + 5
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        try:
+            while True:
+                (rows,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+                ).fetchone()  # type: ignore[misc]
+                if (rows, threading.active_count()) == (0, threads) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert (rows, threading.active_count()) == (0, threads)
+        finally:
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
 def test_the_service_defaults_to_the_only_one_granted(tmp_path: Path) -> None:
