@@ -230,6 +230,17 @@ class RedisTicketStore:
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect()
 
+    def claim(self, key: str, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: ``SET NX PX`` under the key prefix.
+
+        The key holds ``:``, which no ticket does, so a claim never meets a ticket's key.
+        """
+        milliseconds = max(1, math.ceil(checked_ttl(ttl) * 1000))
+        try:
+            return bool(self.client.set(self._key(f"replay:{key}"), b"1", nx=True, px=milliseconds))
+        except self._errors as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
 
 def _errors(redis_mod: Any) -> tuple[type[BaseException], ...]:
     """What the client raises when the server fails: RedisClusterException is not a RedisError."""
