@@ -6,6 +6,7 @@ Extras:
     flask     the Flask integration and the demo server in ``example_app``
     demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
     metrics   Prometheus metrics (prometheus_client)
+    authlete  authlete-python's AuthleteApi served in process (ciba_middleware.authlete)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
 """
@@ -21,6 +22,7 @@ EXTRAS = {
     "demo": ["Flask>=3.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
+    "authlete": ["authlete>=1.3.0"],
 }
 EXTRAS["test"] = sorted(
     {
