@@ -6,6 +6,7 @@ Extras:
     flask     the Flask integration and the demo server in ``example_app``
     demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
     metrics   Prometheus metrics (prometheus_client)
+    dpop      DPoP-bound service access tokens (joserfc checks the proofs' JWS)
     authlete  authlete-python's AuthleteApi served in process (ciba_middleware.authlete)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
@@ -22,6 +23,7 @@ EXTRAS = {
     "demo": ["Flask>=3.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
+    "dpop": ["joserfc>=1.8"],
     "authlete": ["authlete>=1.3.0"],
 }
 EXTRAS["test"] = sorted(
@@ -31,6 +33,7 @@ EXTRAS["test"] = sorted(
         *EXTRAS["flask"],
         *EXTRAS["metrics"],
         *EXTRAS["server"],
+        *EXTRAS["dpop"],
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
