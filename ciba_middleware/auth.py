@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from .dpop import challenge, check_proof, well_formed_jkt
 from .errors import ConfigurationError, DpopRefused, MissingAuthorization, Unauthorized
 from .stores.base import ReplayCache
 
@@ -238,8 +239,6 @@ def _binding(grant: Mapping[str, Any], key: str) -> tuple[str | None, bool]:
         return None, False
     if key.startswith("api_secret"):
         raise ConfigurationError("'dpop_jkt' binds a token; an API secret cannot be bound")
-    from .dpop import well_formed_jkt
-
     if not well_formed_jkt(jkt):
         raise ConfigurationError("'dpop_jkt' must be a JWK SHA-256 thumbprint: 43 base64url characters")
     try:
@@ -372,15 +371,11 @@ def _token(
     jkt = principal.dpop_jkt
     if jkt is None:
         if scheme == "dpop":
-            from .dpop import challenge
-
             raise DpopRefused(
                 "the access token is not bound to a DPoP key; send it as 'Authorization: Bearer'.",
                 challenge("invalid_token", "The access token is not DPoP-bound"),
             )
         return principal
-    from .dpop import challenge, check_proof
-
     if scheme != "dpop":
         raise DpopRefused(
             "the access token is bound to a DPoP key; send it as 'Authorization: DPoP' with a DPoP proof.",

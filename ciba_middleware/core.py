@@ -13,9 +13,9 @@ and without authentication.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from enum import Enum
 from http import HTTPStatus
@@ -329,7 +329,7 @@ def pick_request_id(*candidates: str | None) -> str:
     for candidate in candidates:
         if candidate is not None and _REQUEST_ID.fullmatch(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _ascii(value: str, limit: int = 64) -> str:

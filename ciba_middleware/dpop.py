@@ -187,7 +187,9 @@ def check_proof(
         raise _refuse("the DPoP proof's JOSE header is not base64url JSON.") from None
     if not isinstance(header, dict):
         raise _refuse("the DPoP proof's JOSE header is not a JSON object.")
-    if header.get("typ") != "dpop+jwt":
+    typ = header.get("typ")
+    # A media type, compared without regard to case; "application/" may be left out (RFC 7515 4.1.9).
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != "dpop+jwt":
         raise _refuse("the DPoP proof's typ must be 'dpop+jwt'.")
     alg = header.get("alg")
     if alg not in ALGORITHMS:

@@ -71,6 +71,13 @@ def test_a_valid_proof_is_accepted_once(key: Any) -> None:
     refused(value, key=key, replay=replay, detail="jti was used before")
 
 
+def test_typ_is_a_media_type_compared_without_case() -> None:
+    check(BOUND_TOKEN, proof(RSA, URL, header={"typ": "DPoP+JWT"}))
+    check(BOUND_TOKEN, proof(RSA, URL, header={"typ": "application/dpop+jwt"}))
+    refused(proof(RSA, URL, header={"typ": "text/dpop+jwt"}), detail="typ must be 'dpop+jwt'")
+    refused(proof(RSA, URL, header={"typ": "dpop"}), detail="typ must be 'dpop+jwt'")
+
+
 def test_the_same_jti_from_two_keys_is_two_proofs() -> None:
     replay = MemoryTicketStore()
     check(BOUND_TOKEN, proof(RSA, URL, claims={"jti": "same"}), replay=replay)
@@ -265,7 +272,11 @@ def test_arbitrary_json_segments_are_refused(header: Any, payload: Any, signatur
 )
 def test_a_header_member_replaced_by_anything_is_refused(name: str, replacement: Any) -> None:
     good = {"typ": "dpop+jwt", "alg": "PS256", "jwk": public(RSA)}
-    if good[name] == replacement:
+    if good[name] == replacement or (
+        name == "typ"
+        and isinstance(replacement, str)
+        and replacement.lower().removeprefix("application/") == "dpop+jwt"
+    ):
         return
     with pytest.raises(DpopRefused):
         check(BOUND_TOKEN, proof(RSA, URL, header={name: replacement}))
