@@ -9,6 +9,8 @@ Extras:
     metrics   Prometheus metrics (prometheus_client)
     docs      the documentation site (MkDocs, Material theme)
     server    gunicorn, for ``ciba-middleware serve`` and ``ciba_middleware.wsgi:application``
+    dpop      DPoP-bound service access tokens (joserfc checks the proofs' JWS)
+    authlete  authlete-python's AuthleteApi served in process (ciba_middleware.authlete)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters, type checker and nox, run by ``.ci/run``
 
@@ -25,6 +27,8 @@ EXTRAS = {
     "metrics": ["prometheus_client>=0.17"],
     "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
     "server": ["gunicorn>=22.0"],
+    "dpop": ["joserfc>=1.8"],
+    "authlete": ["authlete>=1.3.0"],
 }
 EXTRAS["test"] = sorted(
     {
@@ -33,6 +37,7 @@ EXTRAS["test"] = sorted(
         *EXTRAS["flask"],
         *EXTRAS["metrics"],
         *EXTRAS["server"],
+        *EXTRAS["dpop"],
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",

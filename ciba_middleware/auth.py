@@ -2,7 +2,10 @@
 
 Authlete authenticates API v3 calls with a bearer token, either a *Service Access Token*
 (one service) or an *Organization Token* (every service of an organization), and API v2
-calls with HTTP Basic ``apiKey:apiSecret``, where the API key is the service's ID.
+calls with HTTP Basic ``apiKey:apiSecret``, where the API key is the service's ID, or with
+a Service Access Token (the token names its one service). A token bound to a key
+(``dpop_jkt``) is accepted only as ``Authorization: DPoP`` with a valid proof
+(:mod:`ciba_middleware.dpop`).
 A :class:`TokenVerifier` turns those credentials into a :class:`Principal`; the middleware
 then checks that the principal covers the service in the URL.
 
@@ -27,7 +30,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError, Unauthorized
+from .dpop import challenge, check_proof, well_formed_jkt
+from .errors import ConfigurationError, DpopRefused, MissingAuthorization, Unauthorized
+from .stores.base import ReplayCache
 
 __all__ = [
     "BASIC_CHALLENGE",
@@ -73,6 +78,10 @@ class Principal:
     kind: PrincipalKind
     id: str
     services: frozenset[str]
+    #: The JWK SHA-256 thumbprint the token is bound to (RFC 9449), or None: a Bearer token.
+    dpop_jkt: str | None = None
+    #: Whether this token's DPoP proofs must carry ``ath``.
+    dpop_require_ath: bool = False
 
     def covers(self, service_id: str) -> bool:
         return service_id in self.services
@@ -108,6 +117,11 @@ class StaticTokenVerifier:
         {"service": "715948317", "token_sha256": "<hex>"}
         {"organization": "acme", "services": ["715948317", "42"], "token_sha256": "<hex>"}
         {"service": "715948317", "api_secret_sha256": "<hex>"}   # API v2: key = service ID
+        {"service": "715948317", "token_sha256": "<hex>", "dpop_jkt": "<JWK SHA-256 thumbprint>"}
+
+    A token grant with ``dpop_jkt`` is bound to that key (RFC 9449): it is accepted only as
+    ``Authorization: DPoP`` with a proof signed by the key; add ``"dpop_require_ath": true``
+    to also require the proof's ``ath``. Binding needs the ``dpop`` extra (joserfc).
 
     ``token`` and ``api_secret`` in clear text are accepted instead of the digests, for
     development, with a logged warning; only their digests are kept.
@@ -124,6 +138,8 @@ class StaticTokenVerifier:
     def __init__(self, grants: Iterable[Mapping[str, Any]]) -> None:
         self._bearer: dict[bytes, Principal] = {}
         self._api: dict[str, list[bytes]] = {}
+        #: Whether some grant binds its token to a DPoP key (the store must then be a ReplayCache).
+        self.dpop_bound = False
         for index, grant in enumerate(grants):
             try:
                 self._add(grant)
@@ -135,7 +151,10 @@ class StaticTokenVerifier:
     def _add(self, grant: Mapping[str, Any]) -> None:
         if not isinstance(grant, Mapping):
             raise ConfigurationError(f"must be an object, not {type(grant).__name__}")
-        allowed = {"service", "organization", "services", "token", "token_sha256", "api_secret", "api_secret_sha256"}
+        allowed = {
+            *("service", "organization", "services", "token", "token_sha256", "api_secret", "api_secret_sha256"),
+            *("dpop_jkt", "dpop_require_ath"),
+        }
         unknown = sorted(set(grant) - allowed)
         if unknown:
             raise ConfigurationError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
@@ -144,6 +163,7 @@ class StaticTokenVerifier:
             raise ConfigurationError("needs exactly one of token_sha256, api_secret_sha256, token, api_secret")
         (key,) = secrets
         digest = _digest(grant, key)
+        jkt, require_ath = _binding(grant, key)
 
         if "organization" in grant:
             if "service" in grant:
@@ -154,7 +174,9 @@ class StaticTokenVerifier:
             services = grant.get("services")
             if not isinstance(services, list) or not services:
                 raise ConfigurationError("'services' must be a non-empty list of service IDs")
-            principal = Principal(PrincipalKind.ORGANIZATION, org, frozenset(_name(s, "service ID") for s in services))
+            principal = Principal(
+                PrincipalKind.ORGANIZATION, org, frozenset(_name(s, "service ID") for s in services), jkt, require_ath
+            )
         else:
             if "services" in grant:
                 raise ConfigurationError("'services' belongs to an organization grant")
@@ -164,11 +186,12 @@ class StaticTokenVerifier:
             if key.startswith("api_secret"):
                 self._api.setdefault(service, []).append(digest)
                 return
-            principal = Principal(PrincipalKind.SERVICE, service, frozenset((service,)))
+            principal = Principal(PrincipalKind.SERVICE, service, frozenset((service,)), jkt, require_ath)
 
         if digest in self._bearer and self._bearer[digest] != principal:
             raise ConfigurationError("the same token is granted to two different principals")
         self._bearer[digest] = principal
+        self.dpop_bound |= jkt is not None
 
     def verify_bearer(self, token: str) -> Principal | None:
         return self._bearer.get(_sha256(token.encode("utf-8", "surrogatepass")).digest())
@@ -202,6 +225,29 @@ def _name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or value != value.strip():
         raise ConfigurationError(f"{what} must be a non-empty string without surrounding spaces, not {value!r}")
     return value
+
+
+def _binding(grant: Mapping[str, Any], key: str) -> tuple[str | None, bool]:
+    """A grant's DPoP binding: ``(dpop_jkt or None, dpop_require_ath)``."""
+    jkt = grant.get("dpop_jkt")
+    require_ath = grant.get("dpop_require_ath", False)
+    if not isinstance(require_ath, bool):
+        raise ConfigurationError(f"'dpop_require_ath' must be true or false, not {require_ath!r}")
+    if jkt is None:
+        if "dpop_require_ath" in grant:
+            raise ConfigurationError("'dpop_require_ath' needs 'dpop_jkt'")
+        return None, False
+    if key.startswith("api_secret"):
+        raise ConfigurationError("'dpop_jkt' binds a token; an API secret cannot be bound")
+    if not well_formed_jkt(jkt):
+        raise ConfigurationError("'dpop_jkt' must be a JWK SHA-256 thumbprint: 43 base64url characters")
+    try:
+        import joserfc  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "'dpop_jkt' needs joserfc to check DPoP proofs: pip install 'ciba-middleware[dpop]'"
+        ) from None
+    return jkt, require_ath
 
 
 def _digest(grant: Mapping[str, Any], key: str) -> bytes:
@@ -245,32 +291,55 @@ def bearer_token(header: str) -> str | None:
     return credentials
 
 
-def authenticate(verifier: TokenVerifier, header: str, service: str | None) -> tuple[Principal, str]:
+def authenticate(
+    verifier: TokenVerifier,
+    header: str,
+    service: str | None,
+    *,
+    dpop: str = "",
+    method: str = "POST",
+    url: str = "",
+    replay: ReplayCache | None = None,
+) -> tuple[Principal, str]:
     """The caller named by ``header``, and the service it asks for.
 
-    ``service`` is the one in the URL (API v3: a Bearer token is expected), or None for API
-    v2, where the Basic user name (the API key) names the service. Raises
+    ``service`` is the one in the URL (API v3: a Bearer or DPoP token is expected), or None
+    for API v2, where the Basic user name (the API key), or the service access token, names
+    the service. ``dpop`` is the request's ``DPoP`` header, checked against ``method`` and
+    ``url`` when the token is bound to a key, with ``replay`` remembering proofs. Raises
     :class:`~ciba_middleware.errors.Unauthorized` with the challenge for what is wrong.
     Whether the principal covers the service is left to the caller, so that a 403 can
     still say who tried.
     """
     scheme, _, credentials = header.partition(" ")
     credentials = credentials.strip(" ")
+    lowered = scheme.lower()
     if service is not None:
         if not header:
-            raise Unauthorized("Authorization header is missing.", BEARER_CHALLENGE, "missing")
-        if scheme != "Bearer" and scheme.lower() != "bearer":
-            raise Unauthorized("the Authorization header must use the Bearer scheme.", BEARER_CHALLENGE, "scheme")
-        if not _B64TOKEN.fullmatch(credentials):
-            raise Unauthorized("the access token is malformed.", _invalid_token("malformed"), "malformed")
-        principal = verifier.verify_bearer(credentials)
-        if principal is None:
-            raise Unauthorized("the access token is not valid.", _invalid_token("not valid"), "invalid")
-        return principal, service
+            raise MissingAuthorization(BEARER_CHALLENGE)
+        if lowered not in ("bearer", "dpop"):
+            raise Unauthorized(
+                "the Authorization header must use the Bearer or DPoP scheme.", BEARER_CHALLENGE, "scheme"
+            )
+        return _token(verifier, lowered, credentials, dpop, method, url, replay), service
     if not header:
-        raise Unauthorized("Authorization header is missing.", BASIC_CHALLENGE, "missing")
-    if scheme.lower() != "basic":
-        raise Unauthorized("the Authorization header must use the Basic scheme.", BASIC_CHALLENGE, "scheme")
+        raise MissingAuthorization(BASIC_CHALLENGE)
+    if lowered in ("bearer", "dpop"):
+        principal = _token(verifier, lowered, credentials, dpop, method, url, replay)
+        if principal.kind is not PrincipalKind.SERVICE:
+            raise Unauthorized(
+                "an organization token names no service, and API v2 has none in its path: "
+                "call /api/{serviceId}/backchannel/authentication/fail (API v3).",
+                _invalid_token("not valid for API v2"),
+                "invalid",
+            )
+        return principal, principal.id
+    if lowered != "basic":
+        raise Unauthorized(
+            "the Authorization header must use the Basic, Bearer or DPoP scheme.", BASIC_CHALLENGE, "scheme"
+        )
+    # A DPoP header beside Basic credentials is not checked: authlete-java-common sends a
+    # proof with every call once a DPoP key is configured, whatever the credentials.
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
@@ -278,10 +347,50 @@ def authenticate(verifier: TokenVerifier, header: str, service: str | None) -> t
     api_key, colon, api_secret = decoded.partition(":")
     if not colon or not api_key:
         raise Unauthorized("the Basic credentials are malformed.", BASIC_CHALLENGE, "malformed")
-    principal = verifier.verify_api_key(api_key, api_secret)
-    if principal is None:
+    keyed = verifier.verify_api_key(api_key, api_secret)
+    if keyed is None:
         raise Unauthorized("the API key and secret are not valid.", BASIC_CHALLENGE, "invalid")
-    return principal, api_key
+    return keyed, api_key
+
+
+def _token(
+    verifier: TokenVerifier,
+    scheme: str,
+    credentials: str,
+    dpop: str,
+    method: str,
+    url: str,
+    replay: ReplayCache | None,
+) -> Principal:
+    """The principal of a Bearer or DPoP token (``scheme`` lowercased), its proof checked."""
+    if not _B64TOKEN.fullmatch(credentials):
+        raise Unauthorized("the access token is malformed.", _invalid_token("malformed"), "malformed")
+    principal = verifier.verify_bearer(credentials)
+    if principal is None:
+        raise Unauthorized("the access token is not valid.", _invalid_token("not valid"), "invalid")
+    jkt = principal.dpop_jkt
+    if jkt is None:
+        if scheme == "dpop":
+            raise DpopRefused(
+                "the access token is not bound to a DPoP key; send it as 'Authorization: Bearer'.",
+                challenge("invalid_token", "The access token is not DPoP-bound"),
+            )
+        return principal
+    if scheme != "dpop":
+        raise DpopRefused(
+            "the access token is bound to a DPoP key; send it as 'Authorization: DPoP' with a DPoP proof.",
+            challenge("invalid_token", "Invalid DPoP key binding"),
+        )
+    check_proof(
+        dpop,
+        method=method,
+        url=url,
+        token=credentials,
+        jkt=jkt,
+        replay=replay,
+        require_ath=principal.dpop_require_ath,
+    )
+    return principal
 
 
 def _invalid_token(what: str) -> str:

@@ -13,9 +13,9 @@ and without authentication.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from enum import Enum
 from http import HTTPStatus
@@ -36,15 +36,18 @@ from .events import FailEvent, Observer, notify
 from .reasons import Action, Reason
 from .request import Body, FailParams, check_fields, read_params
 from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
-from .stores.base import TicketStore, ticket_hash, well_formed
+from .stores.base import ReplayCache, TicketStore, ticket_hash, well_formed
 
-__all__ = ["API_PATH", "Answer", "FailApi", "Route"]
+__all__ = ["API_PATH", "REQUEST_ID_HEADER", "Answer", "FailApi", "Route", "pick_request_id"]
 
 log = logging.getLogger(__name__)
 
 #: ``("v3", service ID)`` for ``/api/{serviceId}/...``, ``("v2", None)`` for ``/api/...``.
 Route = tuple[Literal["v3", "v2"], str | None]
 
+#: The response header naming the call, as Authlete's responses do (authlete-java-common
+#: 4.23 exposes response headers for it).
+REQUEST_ID_HEADER = "Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _ROUTES_CACHED = 256
@@ -101,6 +104,13 @@ class FailApi:
             raise ConfigurationError(f"store must be a TicketStore, not {type(store).__name__}")
         if not isinstance(verifier, TokenVerifier):
             raise ConfigurationError(f"verifier must be a TokenVerifier, not {type(verifier).__name__}")
+        # DPoP proofs' jti are remembered in the store, shared by every worker and host.
+        self.replay: ReplayCache | None = store if isinstance(store, ReplayCache) else None
+        if self.replay is None and getattr(verifier, "dpop_bound", False):
+            raise ConfigurationError(
+                f"grants bind tokens to DPoP keys (dpop_jkt), but the store {type(store).__name__} cannot remember "
+                "DPoP proofs (it has no claim()); use a memory, sqlite, redis or postgresql store"
+            )
         self.store = store
         self.verifier = verifier
         self.prefix = prefix
@@ -151,16 +161,21 @@ class FailApi:
         body: Body,
         client_addr: str | None = None,
         request_id: str | None = None,
+        dpop: str = "",
+        url: str = "",
     ) -> Answer:
         """Answer one HTTP request to ``route`` (from :meth:`route`).
 
         ``method`` and the ``Authorization`` header are given as sent ("" when absent);
         ``body`` is the request's :class:`~ciba_middleware.request.Body`. ``request_id`` is
-        the caller's ``X-Request-Id``, kept when well formed (else a new one is made) for
-        the event. Never raises: this is the one place where an unexpected exception
-        becomes an answer.
+        the caller's ``Request-Id`` or ``X-Request-Id``, kept when well formed (else a new
+        one is made): every answer carries it as ``Request-Id``, and so do the event and the
+        log lines of the call. ``dpop`` is the ``DPoP`` header and ``url`` the URL the
+        request was sent to (scheme, host and path), for DPoP-bound tokens. Never raises:
+        this is the one place where an unexpected exception becomes an answer.
         """
         started = time.perf_counter() if self.observers else 0.0
+        request_id = pick_request_id(request_id)
         principal: Principal | None = None
         service: str | None = route[1]
         params: FailParams | None = None
@@ -168,26 +183,28 @@ class FailApi:
         try:
             if method != "POST":
                 raise MethodNotAllowed(f"use POST, not {_ascii(method)}.")
-            principal, service = authenticate(self.verifier, authorization, service)
+            principal, service = authenticate(
+                self.verifier, authorization, service, dpop=dpop, method=method, url=url, replay=self.replay
+            )
             if not principal.covers(service):
                 raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
             params = read_params(body, self.max_body_bytes)
-            deleted = self._delete(service, params.ticket)
+            deleted = self._delete(service, params.ticket, request_id)
         except ApiError as exc:
             error = exc
         except Exception:
             # The traceback holds no secret: tokens are never kept in locals of a frame
             # that can fail.
-            log.exception("unexpected error in the fail API")
+            log.exception("unexpected error in the fail API (request %s)", request_id)
             error = InternalError("an unexpected error occurred; see the server log.")
         else:
             if params.error_description is None and params.error_uri is None:
                 fixed, answer = PLAIN_ANSWERS[params.reason]
                 # A list of its own each time: whoever gets it may append to it.
-                headers = list(fixed)
+                headers = [*fixed, (REQUEST_ID_HEADER, request_id)]
             else:
                 answer = success_json(params.reason, params.error_description, params.error_uri)
-                headers = [*HEADERS, ("Content-Length", str(len(answer)))]
+                headers = [*HEADERS, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
             event = None
             if self.observers:
                 event = self._event(
@@ -196,7 +213,7 @@ class FailApi:
             return _new_answer(Answer, (200, headers, answer, event))
 
         answer = error_body(error)
-        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer)))]
+        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
         event = None
         if self.observers:
             event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
@@ -242,7 +259,7 @@ class FailApi:
 
     # -- shared -----------------------------------------------------------------------
 
-    def _delete(self, service_id: str, ticket: str | None) -> bool | None:
+    def _delete(self, service_id: str, ticket: str | None, request_id: str | None = None) -> bool | None:
         if not ticket:
             return None
         if not well_formed(ticket):
@@ -250,7 +267,13 @@ class FailApi:
         try:
             return self.store.delete(service_id, ticket)
         except StoreError as exc:
-            log.error("ticket store failed deleting ticket %s of service %s: %s", ticket_hash(ticket), service_id, exc)
+            log.error(
+                "ticket store failed deleting ticket %s of service %s%s: %s",
+                ticket_hash(ticket),
+                service_id,
+                f" (request {request_id})" if request_id else "",
+                exc,
+            )
             raise StoreFailed("the ticket store failed; the ticket may not have been deleted.") from exc
 
     def _event(
@@ -273,8 +296,6 @@ class FailApi:
         else:
             status, result_code = error.status, error.result_code
             action = Action.INTERNAL_SERVER_ERROR if error.with_action else None
-        if route is not None and (request_id is None or not _REQUEST_ID.fullmatch(request_id)):
-            request_id = uuid.uuid4().hex
         event = FailEvent(
             via="in_process" if route is None else "http",
             route=route,
@@ -294,6 +315,17 @@ class FailApi:
         )
         notify(self.observers, event)
         return event
+
+
+def pick_request_id(*candidates: str | None) -> str:
+    """The first well-formed caller's request ID among ``candidates``, else a new one.
+
+    Well formed: 1-128 of ``A-Z a-z 0-9 . _ : -``. New: 32 hex digits.
+    """
+    for candidate in candidates:
+        if candidate is not None and _REQUEST_ID.fullmatch(candidate):
+            return candidate
+    return os.urandom(16).hex()
 
 
 def _ascii(value: str, limit: int = 64) -> str:

@@ -1,9 +1,12 @@
 """Errors of the fail API call itself, each with its HTTP status and result code.
 
 Result codes follow Authlete's scheme: ``A`` + the API number ``185`` + three digits whose
-first says who is at fault (``0`` success, ``1`` this server, ``2`` the caller). Every class
-carries its status, code and message, and :mod:`ciba_middleware.middleware` renders them in
-one place. The full table is in ``docs/api.md``.
+first says who is at fault (``0`` success, ``1`` this server, ``2`` the caller), except
+where Authlete itself shows a code for the same case: then Authlete's (``A001202`` for a
+missing Authorization header, ``A001101`` for an unexpected server error, from Authlete's
+OpenAPI description). Every class carries its status, code and message, and
+:mod:`ciba_middleware.core` renders them in one place. The full table, with the source of
+each code, is in ``docs/api.md``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ __all__ = [
     "ApiError",
     "BadRequest",
     "ConfigurationError",
+    "DpopRefused",
     "Forbidden",
     "GrantsUnavailable",
     "InternalError",
     "InvalidParameter",
     "MethodNotAllowed",
+    "MissingAuthorization",
     "PayloadTooLarge",
     "StoreError",
     "StoreFailed",
@@ -55,7 +60,7 @@ class ApiError(Exception):
     with_action: ClassVar[bool] = True
     headers: tuple[tuple[str, str], ...] = ()
     #: For authentication errors, which check failed (``missing``, ``scheme``,
-    #: ``malformed``, ``invalid``, ``not_covered``): for metrics and the audit log.
+    #: ``malformed``, ``invalid``, ``dpop``, ``not_covered``): for metrics and the audit log.
     auth_failure: str | None = None
 
     def __init__(self, detail: str) -> None:
@@ -111,6 +116,28 @@ class Unauthorized(ApiError):
         self.auth_failure = auth_failure
 
 
+class MissingAuthorization(Unauthorized):
+    """No Authorization header: Authlete's own code and text for it."""
+
+    result_code = "A001202"
+
+    def __init__(self, challenge: str) -> None:
+        super().__init__("Authorization header is missing.", challenge, "missing")
+
+
+class DpopRefused(Unauthorized):
+    """A DPoP proof that is missing or not valid, or a DPoP-bound token sent without one.
+
+    The challenge is RFC 9449's (section 7.1): ``DPoP`` with ``error="invalid_dpop_proof"``
+    for a bad proof, ``error="invalid_token"`` for a token used against its binding.
+    """
+
+    result_code = "A185214"
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(detail, challenge, "dpop")
+
+
 class Forbidden(ApiError):
     """Valid credentials that do not cover the service."""
 
@@ -146,4 +173,4 @@ class InternalError(ApiError):
     """An unexpected exception; the single place where one becomes an answer."""
 
     status = 500
-    result_code = "A185102"
+    result_code = "A001101"

@@ -39,7 +39,7 @@ class FailEvent:
     ticket_hash: str | None = None
     #: Whether a ticket was deleted; None when no ticket was looked up.
     deleted: bool | None = None
-    #: ``missing``, ``scheme``, ``malformed``, ``invalid`` or ``not_covered``.
+    #: ``missing``, ``scheme``, ``malformed``, ``invalid``, ``dpop`` or ``not_covered``.
     auth_failure: str | None = None
     store_error: bool = False
     client_addr: str | None = None

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .auth import TokenVerifier
-from .core import FailApi
+from .core import FailApi, pick_request_id
+from .dpop import request_url
 from .events import Observer
 from .request import Body
 from .stores.base import TicketStore
@@ -83,6 +84,7 @@ class BackchannelFailMiddleware:
         if route is None:
             return self.app(environ, start_response)
         get = environ.get
+        dpop = get("HTTP_DPOP", "")
         answer = self.api.respond(
             route,
             get("REQUEST_METHOD", ""),
@@ -98,7 +100,9 @@ class BackchannelFailMiddleware:
                 ),
             ),
             get("REMOTE_ADDR"),
-            get("HTTP_X_REQUEST_ID"),
+            pick_request_id(get("HTTP_REQUEST_ID"), get("HTTP_X_REQUEST_ID")),
+            dpop,
+            _url(environ) if dpop else "",
         )
         start_response(answer.status_line, answer.headers)
         return [answer.body]
@@ -124,3 +128,19 @@ class BackchannelFailMiddleware:
     @property
     def observers(self) -> tuple[Observer, ...]:
         return self.api.observers
+
+
+def _url(environ: WSGIEnvironment) -> str:
+    """The URL the request was sent to, without query: a DPoP proof's ``htu`` (PEP 3333's recipe).
+
+    Behind a proxy, the WSGI server must be told the public scheme and host (gunicorn's
+    ``forwarded_allow_ips``, or werkzeug's ``ProxyFix`` in front of this middleware).
+    """
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "")
+        port = environ.get("SERVER_PORT", "")
+        if port and port != {"https": "443", "http": "80"}.get(scheme):
+            host = f"{host}:{port}"
+    return request_url(scheme, host, environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))

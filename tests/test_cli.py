@@ -457,7 +457,7 @@ def test_check_unreachable_store(tmp_path: Path) -> None:
         pytest.param(
             {"CIBA_TOKENS": json.dumps([{"service": "1", "token": "x", "extra": 1}])},
             f"{PROG}: error: CIBA_TOKENS: grant #1: unknown key 'extra' (known: api_secret, api_secret_sha256, "
-            "organization, service, services, token, token_sha256)\n",
+            "dpop_jkt, dpop_require_ath, organization, service, services, token, token_sha256)\n",
             id="bad-grant",
         ),
         pytest.param(

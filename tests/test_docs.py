@@ -120,14 +120,15 @@ def test_openapi_document_is_valid(spec: dict[str, Any]) -> None:
     validate_spec(spec)
 
 
-def test_security_schemes_are_bearer_on_v3_and_basic_on_v2(spec: dict[str, Any]) -> None:
+def test_security_schemes_are_bearer_or_dpop_on_v3_and_those_or_basic_on_v2(spec: dict[str, Any]) -> None:
     schemes = spec["components"]["securitySchemes"]
     assert schemes == {
         "bearer": {"type": "http", "scheme": "bearer", "description": schemes["bearer"]["description"]},
         "basic": {"type": "http", "scheme": "basic", "description": schemes["basic"]["description"]},
+        "dpop": {"type": "http", "scheme": "dpop", "description": schemes["dpop"]["description"]},
     }
-    assert spec["paths"][V3]["post"]["security"] == [{"bearer": []}]
-    assert spec["paths"][V2]["post"]["security"] == [{"basic": []}]
+    assert spec["paths"][V3]["post"]["security"] == [{"bearer": []}, {"dpop": []}]
+    assert spec["paths"][V2]["post"]["security"] == [{"basic": []}, {"bearer": []}, {"dpop": []}]
 
 
 def test_documented_examples_match_their_schemas(spec: dict[str, Any]) -> None:
@@ -328,7 +329,7 @@ CASES = [
         id="400-duplicate-field",
     ),
     pytest.param(
-        error("POST", V3_PATH, JSON, "{}", 401, "A185211", "Authorization header is missing."),
+        error("POST", V3_PATH, JSON, "{}", 401, "A001202", "Authorization header is missing."),
         id="401-v3-missing",
     ),
     pytest.param(
@@ -363,12 +364,12 @@ CASES = [
             "{}",
             401,
             "A185211",
-            "the Authorization header must use the Bearer scheme.",
+            "the Authorization header must use the Bearer or DPoP scheme.",
         ),
         id="401-v3-basic",
     ),
     pytest.param(
-        error("POST", V2, JSON, "{}", 401, "A185211", "Authorization header is missing."),
+        error("POST", V2, JSON, "{}", 401, "A001202", "Authorization header is missing."),
         id="401-v2-missing",
     ),
     pytest.param(
@@ -385,9 +386,15 @@ CASES = [
     ),
     pytest.param(
         error(
-            "POST", V2, {**BEARER, **JSON}, "{}", 401, "A185211", "the Authorization header must use the Basic scheme."
+            "POST",
+            V2,
+            {"Authorization": "Digest x", **JSON},
+            "{}",
+            401,
+            "A185211",
+            "the Authorization header must use the Basic, Bearer or DPoP scheme.",
         ),
-        id="401-v2-bearer",
+        id="401-v2-digest",
     ),
     pytest.param(
         error(
@@ -492,7 +499,7 @@ CASES = [
                 {**BEARER, **JSON},
                 "{}",
                 500,
-                "A185102",
+                "A001101",
                 "an unexpected error occurred; see the server log.",
             ),
             server="custom",
@@ -710,7 +717,7 @@ def _api_errors() -> list[type[errors.ApiError]]:
 
 def test_api_md_lists_every_result_code_with_its_status() -> None:
     text = (DOCS / "api.md").read_text(encoding="utf-8")
-    rows = {(code, int(status)) for code, status in re.findall(r"^\| `(A185\d{3})` \| (\d{3}) \|", text, re.MULTILINE)}
+    rows = {(code, int(status)) for code, status in re.findall(r"^\| `(A\d{6})` \| (\d{3}) \|", text, re.MULTILINE)}
     expected = {(cls.result_code, cls.status) for cls in _api_errors()} | {("A185001", 200)}
     assert rows == expected
 
@@ -740,7 +747,7 @@ EXAMPLE_GRANTS = [
     {"service": "715948317", "token": "dev-token-715948317"},
     {"service": "715948317", "api_secret": "dev-secret-715948317"},
 ]
-_DATE = re.compile(r"^Date: .*$", re.MULTILINE)
+_DATE = re.compile(r"^(Date|Request-Id): .*$", re.MULTILINE)
 
 
 def console_examples(path: Path) -> list[Any]:
@@ -802,7 +809,7 @@ def test_curl_example_gives_the_documented_output(
 #: README.md's links are absolute, for the package index: tests/test_packaging.py checks them.
 LINKED_PAGES = [
     *(DOCS / name for name in ("index.md", "getting-started.md", "configuration.md", "api.md")),
-    *(DOCS / name for name in ("deployment.md", "security.md", "design.md")),
+    *(DOCS / name for name in ("deployment.md", "security.md", "design.md", "authlete.md")),
 ]
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 

@@ -13,6 +13,7 @@ from ..errors import ConfigurationError
 __all__ = [
     "DEFAULT_TTL",
     "MAX_TTL",
+    "ReplayCache",
     "TicketStore",
     "checked_ttl",
     "default_ttl_option",
@@ -147,4 +148,22 @@ class TicketStore(Protocol):
 
     def close(self) -> None:
         """Release connections. The store is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ReplayCache(Protocol):
+    """A store that can also remember one-time values (a DPoP proof's ``jti``), optionally.
+
+    Not part of :class:`TicketStore`: a store without it still serves tickets, but grants
+    whose tokens are bound to a DPoP key need it (a configuration error otherwise). Every
+    worker and host sharing the store sees the same claims.
+    """
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Remember ``key`` for ``ttl`` seconds; True only for the first caller within that time.
+
+        When many callers race on one key, exactly one gets True. Raises StoreError when
+        the backend fails: the caller must then refuse, never assume it was first.
+        """
         ...

@@ -92,3 +92,17 @@ class MemoryTicketStore:
             # A delete may pop the same key at any moment: pop, never del.
             if tickets.get(key, now) <= now:
                 tickets.pop(key, None)
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.ReplayCache.claim`, in this process only."""
+        ttl = checked_ttl(ttl)
+        now = time.monotonic()
+        with self._lock:
+            claims: dict[str, float] = self.__dict__.setdefault("_claims", {})
+            if len(claims) >= 1024:
+                for old in [k for k, until in claims.items() if until <= now]:
+                    del claims[old]
+            if claims.get(key, now) > now:
+                return False
+            claims[key] = now + ttl
+            return True

@@ -402,6 +402,38 @@ class PostgreSQLTicketStore:
         if watchdog is not None:
             watchdog.stop()
 
+    def claim(self, key: str, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: a row in ``{table}_replay``.
+
+        ``INSERT ... ON CONFLICT``: a live row is left alone (no row counted), an expired
+        one is taken over; the row lock makes exactly one of many racing callers count one.
+        The table is created on first use, under the same advisory lock as the ticket table.
+        """
+        ttl = checked_ttl(ttl)
+        if not _storable(key):
+            raise ValueError("a replay key stored in PostgreSQL cannot hold NUL or lone surrogates")
+        replay = f'"{self.schema}"."{self.table}_replay"' if self.schema else f'"{self.table}_replay"'
+
+        def insert(conn: psycopg.Connection[Any]) -> bool:
+            if not self.__dict__.get("_replay_ready"):
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ciba_middleware:{replay}",))
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {replay} (key text PRIMARY KEY, expires_at timestamptz NOT NULL)"
+                    )
+                self._replay_ready = True
+            counted = conn.execute(
+                f"INSERT INTO {replay} AS r (key, expires_at) VALUES (%s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE r.expires_at <= now()",
+                (key, ttl),
+            ).rowcount
+            self._claims = self.__dict__.get("_claims", 0) + 1
+            if self._claims % 256 == 0:
+                conn.execute(f"DELETE FROM {replay} WHERE expires_at <= now()")
+            return bool(counted == 1)
+
+        return self._run(insert)
+
 
 #: How often the watchdog looks at the calls out, and after how many empty looks it sleeps.
 _TICK = 0.1

@@ -282,6 +282,18 @@ class RedisTicketStore:
         for other in self._also_close:
             other.close()
 
+    def claim(self, key: str, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: ``SET NX PX`` under the key prefix.
+
+        The key holds ``:``, which no ticket does, so a claim never meets a ticket's key.
+        """
+        milliseconds = max(1, math.ceil(checked_ttl(ttl) * 1000))
+        try:
+            client = self._client if self._client is not None else self._connected()[0]
+            return bool(client.set(self._key(f"replay:{key}"), b"1", nx=True, px=milliseconds))
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+
 
 class _Target(NamedTuple):
     """What a URL names, checked: where to connect and with which options."""

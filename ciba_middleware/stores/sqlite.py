@@ -207,3 +207,32 @@ class SQLiteTicketStore:
             connections, self._idle = self._idle, []
         for conn in connections:
             conn.close()
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: a row in ``{table}_replay``.
+
+        One upsert: a live row is left alone (no change counted), an expired one is taken
+        over, so of many processes racing on a key exactly one sees a change.
+        """
+        ttl = checked_ttl(ttl)
+        replay = f"{self.table}_replay"
+        now = time.time()
+        try:
+            with self._connection() as conn:
+                if not self.__dict__.get("_replay_ready"):
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {replay} (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
+                        " WITHOUT ROWID"
+                    )
+                    self._replay_ready = True
+                changed = conn.execute(
+                    f"INSERT INTO {replay} (key, expires_at) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE expires_at <= ?",
+                    (key, now + ttl, now),
+                ).rowcount
+                self._claims = self.__dict__.get("_claims", 0) + 1
+                if self._claims % 256 == 0:
+                    conn.execute(f"DELETE FROM {replay} WHERE expires_at <= ?", (now,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return bool(changed == 1)

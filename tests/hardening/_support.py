@@ -35,7 +35,8 @@ from ciba_middleware.stores.memory import MemoryTicketStore
 
 SUFFIX = "/backchannel/authentication/fail"
 STATUSES = {200, 400, 401, 403, 405, 413, 415, 500}
-RESULT_CODE = re.compile(r"A185001|A1851[0-9]{2}|A1852[0-9]{2}")
+# Ours, and Authlete's own where it shows one: A001202 (no Authorization header), A001101.
+RESULT_CODE = re.compile(r"A185001|A1851[0-9]{2}|A1852[0-9]{2}|A001202|A001101")
 ACTIONS = {"INTERNAL_SERVER_ERROR", "BAD_REQUEST", "FORBIDDEN"}
 CONTRACT_HEADERS = {
     "Content-Type": "application/json;charset=UTF-8",
@@ -176,6 +177,9 @@ def check_contract(answer: Answer, method: str = "POST") -> dict[str, Any]:
         assert _HEADER_VALUE.fullmatch(value), f"bad header value {name}: {value!r}"
     for name, value in CONTRACT_HEADERS.items():
         assert answer.header(name) == value, (name, answer.headers)
+    request_id = answer.header("Request-Id")
+    assert request_id is not None
+    assert re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", request_id), request_id
     length = answer.header("Content-Length")
     assert length is not None
     assert length.isdigit()
@@ -192,7 +196,7 @@ def check_contract(answer: Answer, method: str = "POST") -> dict[str, Any]:
     if answer.status == 401:
         challenge = answer.header("WWW-Authenticate")
         assert challenge is not None
-        assert challenge.split(" ", 1)[0] in ("Bearer", "Basic")
+        assert challenge.split(" ", 1)[0] in ("Bearer", "Basic", "DPoP")
     else:
         assert answer.header("WWW-Authenticate") is None
     if answer.status == 405:
