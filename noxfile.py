@@ -31,7 +31,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 #: Flask extension, in-process fail(), metrics and audit, and every store against its
 #: real backend (SQLite, Redis, PostgreSQL). Left to 3.11: the slow multi-process and
 #: outage tests, the fuzzers and hardening suite, the demo, the benchmarks' smoke test,
-#: the docs' examples (they read ../shared/reference, beside the checkout) and the
+#: the docs' examples (they start servers for every curl example) and the
 #: packaging tests (they build from a git checkout).
 SUBSET = [
     "tests/test_wsgi.py",

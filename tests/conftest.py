@@ -7,6 +7,7 @@ never pass by skipping.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -45,6 +46,19 @@ GRANTS = [
     {"service": SERVICE, "api_secret_sha256": sha256_hex(API_SECRET)},
     {"service": OTHER_SERVICE, "api_secret_sha256": sha256_hex("api-secret-42")},
 ]
+
+
+#: The contract's three headers on every answer of the fail API (and on the client's answer).
+API_HEADERS = {
+    "Content-Type": "application/json;charset=UTF-8",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+
+
+def basic(key: str, secret: str) -> dict[str, str]:
+    """The ``Authorization`` header of HTTP Basic (RFC 7617) for ``key:secret``."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")}
 
 
 def unreachable(reason: str) -> None:

@@ -7,7 +7,6 @@ the repository.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import webtest
 import yaml
-from conftest import API_SECRET, GRANTS, SERVICE, SERVICE_TOKEN
+from conftest import API_SECRET, GRANTS, SERVICE, SERVICE_TOKEN, basic
 from openapi_schema_validator import OAS30Validator
 
 from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier
@@ -53,13 +52,13 @@ def validate(status: int, body: dict[str, Any]) -> None:
     assert set(body) <= names
 
 
-def basic() -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{SERVICE}:{API_SECRET}".encode()).decode()}
+def basic_own() -> dict[str, str]:
+    return basic(SERVICE, API_SECRET)
 
 
 CASES = [
     pytest.param("POST", V3, {"reason": "ACCESS_DENIED"}, {}, 200, id="200-v3"),
-    pytest.param("POST", V2, {"reason": "UNKNOWN_USER_ID", "errorDescription": "x", "errorUri": "/e"}, basic(), 200,
+    pytest.param("POST", V2, {"reason": "UNKNOWN_USER_ID", "errorDescription": "x", "errorUri": "/e"}, basic_own(), 200,
                  id="200-v2"),
     pytest.param("POST", V3, {"reason": "NOPE"}, {}, 400, id="400"),
     pytest.param("POST", V3, {"reason": "ACCESS_DENIED"}, {"Authorization": "Bearer nope"}, 401, id="401"),

@@ -10,15 +10,12 @@ import pytest
 from authlete.dto.backchannel_authentication_action import BackchannelAuthenticationAction
 from authlete.dto.backchannel_authentication_fail_response import BackchannelAuthenticationFailResponse
 from authlete.dto.backchannel_authentication_response import BackchannelAuthenticationResponse
+from conftest import API_HEADERS
 
 from ciba_middleware import ClientResponse, FailResponse, Reason, client_response
 from ciba_middleware.errors import StoreFailed
 
-HEADERS = [
-    ("Content-Type", "application/json;charset=UTF-8"),
-    ("Cache-Control", "no-store"),
-    ("Pragma", "no-cache"),
-]
+HEADERS = list(API_HEADERS.items())
 
 
 def as_itself(response: FailResponse) -> object:

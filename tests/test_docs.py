@@ -3,7 +3,7 @@
 - docs/openapi.yaml is valid OpenAPI 3.0, every answer a real gunicorn server gives for
   every status the middleware can answer matches it (status, headers, body), and its
   schemas stay compatible with Authlete's own description of the fail API
-  (../shared/reference/authlete-fail-api.openapi.yaml).
+  (its extract in tests/data/authlete-fail-api.openapi.yaml, kept in the repository).
 - docs/api.md lists every result code with its status; docs/configuration.md every
   ``CIBA_*`` variable the package and the demo read.
 - README.md's test command is the one .ci/run runs, and the curl examples of README.md and
@@ -48,7 +48,7 @@ from ciba_middleware.request import check_fields
 from ciba_middleware.stores import new_ticket
 
 DOCS = ROOT / "docs"
-AUTHLETE_SPEC = ROOT.parent / "shared" / "reference" / "authlete-fail-api.openapi.yaml"
+AUTHLETE_SPEC = ROOT / "tests" / "data" / "authlete-fail-api.openapi.yaml"
 
 V3 = "/api/{serviceId}/backchannel/authentication/fail"
 V2 = "/api/backchannel/authentication/fail"

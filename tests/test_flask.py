@@ -17,18 +17,14 @@ from typing import Any
 import pytest
 import requests
 from authlete.dto.backchannel_authentication_fail_reason import BackchannelAuthenticationFailReason
-from conftest import GRANTS, OTHER_SERVICE, SERVICE, SERVICE_TOKEN, unique_name
+from conftest import API_HEADERS, GRANTS, OTHER_SERVICE, SERVICE, SERVICE_TOKEN, unique_name
 from flask import Flask, request
 from werkzeug.serving import make_server
 
 from ciba_middleware import ConfigurationError, FailEvent, InvalidParameter, Reason, sha256_hex
 from ciba_middleware.flask import EXTENSION_KEY, BackchannelFail, CibaMiddleware
 
-CLIENT_HEADERS = {
-    "Content-Type": "application/json;charset=UTF-8",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
+CLIENT_HEADERS = API_HEADERS
 
 
 @pytest.fixture

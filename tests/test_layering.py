@@ -1,7 +1,7 @@
 """The package's layering, read from its own imports (docs/development.md draws it).
 
 Floors, from the bottom: the leaves (``errors``, ``reasons``, ``redact``) import nothing of
-the package; the core (``core`` and the stages it calls: ``auth``, ``request``,
+the package; the core (``core`` and the stages it calls: ``auth`` with ``dpop``, ``request``,
 ``response``, ``events``, and the store protocol ``stores/base``) imports only the core and
 the leaves; each store backend imports only the leaves and ``stores/``; adapters and
 tools (the WSGI middleware, the framework glue, ``config``, ``cli``, ...) sit on top. A
@@ -24,7 +24,7 @@ import ciba_middleware
 
 PACKAGE = Path(ciba_middleware.__file__).parent
 LEAVES = {"errors", "reasons", "redact"}
-CORE = {"core", "auth", "request", "response", "events", "stores", "stores.base"}
+CORE = {"core", "auth", "dpop", "request", "response", "events", "stores", "stores.base"}
 #: Modules that exist to glue the package to one framework, and that framework.
 FRAMEWORK_GLUE = {"flask": "flask", "django": "django", "asgi": "starlette"}
 FRAMEWORKS = ("flask", "django", "starlette", "fastapi")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from conftest import (
     SERVICE,
     SERVICE_TOKEN,
     LiveServer,
+    basic,
     ciba_env,
     free_port,
 )
@@ -88,10 +88,6 @@ def scrape(url: str) -> Samples:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
 
 def post(url: str, path: str, headers: dict[str, str], body: dict[str, str]) -> requests.Response:

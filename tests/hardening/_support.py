@@ -7,19 +7,16 @@ exactly what reaches ``start_response``.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import (
+    API_HEADERS,
     API_SECRET,
     GRANTS,
     ORG_TOKEN,
@@ -27,10 +24,10 @@ from conftest import (
     OTHER_TOKEN,
     SERVICE,
     SERVICE_TOKEN,
-    unique_name,
 )
+from conftest import basic as basic_header
 
-from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, TicketStore, store_from_url
+from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier
 from ciba_middleware.stores.memory import MemoryTicketStore
 
 SUFFIX = "/backchannel/authentication/fail"
@@ -38,11 +35,7 @@ STATUSES = {200, 400, 401, 403, 405, 413, 415, 500}
 # Ours, and Authlete's own where it shows one: A001202 (no Authorization header), A001101.
 RESULT_CODE = re.compile(r"A185001|A1851[0-9]{2}|A1852[0-9]{2}|A001202|A001101")
 ACTIONS = {"INTERNAL_SERVER_ERROR", "BAD_REQUEST", "FORBIDDEN"}
-CONTRACT_HEADERS = {
-    "Content-Type": "application/json;charset=UTF-8",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
+CONTRACT_HEADERS = API_HEADERS
 # PEP 3333 / RFC 9110: a header value is latin-1 text without CR, LF, NUL or other controls.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\x80-\xff\t]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -53,7 +46,8 @@ BEARER_ORG = f"Bearer {ORG_TOKEN}"
 
 
 def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
+    """The Basic header's value alone: these tests build environs, not requests."""
+    return basic_header(key, secret)["Authorization"]
 
 
 BASIC_OWN = basic(SERVICE, API_SECRET)
@@ -216,39 +210,6 @@ def check_contract(answer: Answer, method: str = "POST") -> dict[str, Any]:
 # -- stores under test ----------------------------------------------------------------
 
 STORE_KINDS = ["sqlite", "redis", "postgresql"]
-
-
-@contextlib.contextmanager
-def store_of_kind(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[tuple[str, TicketStore]]:
-    """A URL for servers and an open store on the same tickets, emptied afterwards.
-
-    Redis and PostgreSQL come from conftest's fixtures (skipped locally when down, failing
-    in CI); each test gets its own key prefix or table, removed at the end.
-    """
-    name = unique_name("ciba_hard")
-    if kind == "sqlite":
-        url = f"sqlite:///{directory / (name + '.sqlite3')}"
-    elif kind == "redis":
-        url = f"{request.getfixturevalue('redis_url')}?key_prefix={name}:"
-    elif kind == "postgresql":
-        url = f"{request.getfixturevalue('postgres_url')}?table={name}"
-    else:
-        raise ValueError(kind)
-    store = store_from_url(url)
-    try:
-        yield url, store
-    finally:
-        if kind == "redis":
-            client = store.client  # type: ignore[attr-defined]
-            keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        elif kind == "postgresql":
-            import psycopg
-
-            with psycopg.connect(request.getfixturevalue("postgres_url"), autocommit=True) as conn:
-                conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        store.close()
 
 
 def report(name: str, **figures: Any) -> None:

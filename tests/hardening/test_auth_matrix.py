@@ -13,11 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from _stores import opened_store
 from conftest import API_SECRET, GRANTS, ORG_TOKEN, OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN, LiveServer
 
 from ciba_middleware import TicketStore
 
-from ._support import STORE_KINDS, SUFFIX, basic, store_of_kind
+from ._support import STORE_KINDS, SUFFIX, basic
 
 ORG_ONLY = "1001"  # covered by the organization token only
 OTHER_SECRET = "api-secret-42"
@@ -91,7 +92,7 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, TicketStore]]:
     """gunicorn (two workers) serving the fail API on a store this test also opens."""
-    with store_of_kind(request.param, request, tmp_path_factory.mktemp("auth")) as (url, store):
+    with opened_store(request.param, request, tmp_path_factory.mktemp("auth")) as (url, store):
         server = LiveServer(
             "ciba_middleware.wsgi:application",
             {"CIBA_STORE_URL": url, "CIBA_TOKENS": json.dumps(GRANTS)},

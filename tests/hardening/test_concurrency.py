@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from _stores import opened_store
 from conftest import GRANTS, SERVICE, LiveServer
 
 from ciba_middleware import TicketStore
 from ciba_middleware.stores import ticket_hash
 
-from ._support import BEARER_OWN, STORE_KINDS, SUFFIX, report, store_of_kind
+from ._support import BEARER_OWN, STORE_KINDS, SUFFIX, report
 
 TICKETS = 40
 RACERS = 8  # concurrent calls per ticket
@@ -29,7 +30,7 @@ RACERS = 8  # concurrent calls per ticket
 @pytest.fixture(params=STORE_KINDS)
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveServer, TicketStore, Path]]:
     audit = tmp_path / "audit.jsonl"
-    with store_of_kind(request.param, request, tmp_path) as (url, store):
+    with opened_store(request.param, request, tmp_path) as (url, store):
         env = {"CIBA_STORE_URL": url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_AUDIT_LOG": str(audit)}
         server = LiveServer("ciba_middleware.wsgi:application", env, workers=3, extra=("--threads", "4"))
         try:

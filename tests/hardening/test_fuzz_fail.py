@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _stores import opened_store
 from conftest import SERVICE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ciba_middleware import FailResponse, InvalidParameter, Reason, TicketStore
 
-from ._support import STORE_KINDS, middleware, store_of_kind
+from ._support import STORE_KINDS, middleware
 
 EXAMPLES = max(50, int(os.environ.get("CIBA_FUZZ_EXAMPLES", "1500")) // 10)
 
@@ -40,7 +41,7 @@ services = st.one_of(
 
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TicketStore]:
-    with store_of_kind(request.param, request, tmp_path_factory.mktemp("fail")) as (_, opened):
+    with opened_store(request.param, request, tmp_path_factory.mktemp("fail")) as (_, opened):
         yield opened
 
 

@@ -20,13 +20,14 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from _servers import PrivateRedis
 from conftest import API_SECRET, GRANTS, ORG_TOKEN, OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN, LiveServer
 
 from ciba_middleware import StoreError, store_from_url
 from ciba_middleware.audit import AuditLog
 from ciba_middleware.stores.memory import MemoryTicketStore
 
-from ._support import SUFFIX, PrivateRedis, basic, call, environ, middleware
+from ._support import SUFFIX, basic, call, environ, middleware
 
 OTHER_SECRET = "api-secret-42"
 NEAR_MISSES = [SERVICE_TOKEN[:-1] + "X", API_SECRET[:-1] + "X", ORG_TOKEN + "0"]
@@ -123,7 +124,7 @@ def test_no_secret_in_any_log_record_in_process(caplog: pytest.LogCaptureFixture
 
 @pytest.fixture
 def loud_server(tmp_path: Path) -> Iterator[tuple[LiveServer, PrivateRedis]]:
-    redis = PrivateRedis(tmp_path)
+    redis = PrivateRedis()
     env = {
         "CIBA_STORE_URL": f"{redis.url}?socket_timeout=0.5&socket_connect_timeout=0.5",
         "CIBA_TOKENS": json.dumps(GRANTS),
@@ -136,7 +137,7 @@ def loud_server(tmp_path: Path) -> Iterator[tuple[LiveServer, PrivateRedis]]:
     )
     yield server, redis
     server.stop()
-    redis.stop()
+    redis.close()
 
 
 def test_no_secret_in_the_gunicorn_log(loud_server: tuple[LiveServer, PrivateRedis]) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import requests
-from conftest import LiveServer
+from conftest import API_HEADERS, LiveServer
 
 SUCCESS_MESSAGE = "[A185001] Successfully generated an error response for the backchannel authentication request."
-API_HEADERS = {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def fail(server: LiveServer, service: str, token: str, ticket: str, reason: str) -> requests.Response:

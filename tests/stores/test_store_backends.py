@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 from _servers import PrivateRedis, wait_port
+from _stores import drop_postgres_table
 from conftest import free_port, unique_name
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import TicketStore, store_from_url
 
 from . import _race
-from .conftest import RECOVERY, down_and_up, drop_postgres_table
+from .conftest import RECOVERY, down_and_up
 
 OpenStore = Callable[..., TicketStore]
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _stores import url_for_backend
 from conftest import OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 
 from ciba_middleware.stores import TicketStore
 
 from ._http import assert_success, fail
-from .conftest import url_for_backend
 
 
 @pytest.fixture(params=["redis", "postgresql"])
