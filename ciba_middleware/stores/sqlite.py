@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigurationError, StoreError
+from . import schemes_of
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 __all__ = ["SQLiteTicketStore"]
@@ -42,8 +43,6 @@ class SQLiteTicketStore:
     >>> store.delete("43", t), store.delete("42", t), store.delete("42", t)
     (False, True, False)
     """
-
-    schemes = ("sqlite",)
 
     def __init__(
         self,
@@ -85,6 +84,8 @@ class SQLiteTicketStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteTicketStore:
         parts = urlsplit(url)
+        if parts.scheme.lower() not in schemes_of(cls):
+            raise ConfigurationError(f"not an sqlite URL: {parts.scheme}://")
         if parts.netloc:
             raise ConfigurationError(
                 f"sqlite URLs have no host: use sqlite:///relative.db or sqlite:////absolute.db, not {url!r}"
