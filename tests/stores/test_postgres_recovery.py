@@ -119,3 +119,24 @@ def test_check_names_why_postgresql_cannot_be_reached(missing: str, postgres_url
     assert result.stderr.startswith(f"ciba-middleware: error: store {url} unreachable: postgresql: connection failed:")
     assert result.stderr.endswith(f" failed: {cause}\n")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_pool_busy_to_the_last_connection_says_so(postgres_url: str, open_store: OpenStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}&pool_max_size=1&pool_timeout=0.3&statement_timeout=2")
+        ticket = store.issue("42", ttl=60)
+        with psycopg.connect(postgres_url) as locker, ThreadPoolExecutor(1) as pool:
+            locker.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+            held = pool.submit(store.delete, "42", ticket)  # waits on the lock, holding the connection
+            time.sleep(0.3)
+            started = time.monotonic()
+            with pytest.raises(StoreError, match=r"^postgresql: all 1 pooled connections busy for 0\.3 s$"):
+                store.exists("42", ticket)
+            assert time.monotonic() - started < 1.0
+            locker.rollback()
+            assert held.result(timeout=5) is True
+    finally:
+        drop_postgres_table(postgres_url, table)
