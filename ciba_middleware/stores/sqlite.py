@@ -23,6 +23,7 @@ a store dropped without ``close()`` leaves no ``ResourceWarning: unclosed databa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -163,8 +164,14 @@ class SQLiteTicketStore:
                     found = conn
                     break
                 stale.append(conn)
-        for conn in stale:
-            conn.close()
+        if stale:
+            # SQLite names the -wal file after the path, and leaves the old file's there
+            # when it was moved: the next connection at the path would take its pages for
+            # the new file's. Emptied first, it leaves the new file as it is.
+            with contextlib.suppress(sqlite3.Error):
+                stale[0].execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for conn in stale:
+                conn.close()
         if found is not None:
             return found, file
         # The file may be replaced while we open it: the connection is kept only when the

@@ -100,6 +100,27 @@ def test_a_path_that_cannot_be_opened_any_more_fails_the_call(tmp_path: Path) ->
     store.close()
 
 
+def test_the_content_of_a_file_renamed_over_a_live_one_is_what_the_store_sees(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.sqlite3"
+    store = SQLiteTicketStore(str(path))
+    old = [store.issue("42", ttl=60) for _ in range(50)]  # in the old file's WAL
+    fresh = tmp_path / "fresh.sqlite3"
+    other = SQLiteTicketStore(str(fresh))
+    new = other.issue("42", ttl=60)
+    other.close()
+    os.replace(fresh, path)
+    assert not any(store.exists("42", ticket) for ticket in old)
+    assert store.delete("42", new) is True
+    later = SQLiteTicketStore(str(path))  # another process's view of the path
+    ticket = later.issue("42", ttl=60)
+    assert store.delete("42", ticket) is True
+    later.close()
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
