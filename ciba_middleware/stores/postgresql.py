@@ -421,16 +421,17 @@ class PostgreSQLTicketStore:
         guard: Guard | None = None
         try:
             with connection as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
-                if not self._schema_ready:
-                    self._ensure_schema(conn)
                 try:
-                    return work(conn)
-                except self._undefined_table:
-                    # Dropped while we run (a restore, a cleanup script): made again, under
-                    # the advisory lock, and the call tried once more on it.
-                    log.warning("the ticket table %s was gone; creating it again", self._qualified)
-                    self._ensure_schema(conn)
-                    return work(conn)
+                    if not self._schema_ready:
+                        self._ensure_schema(conn)
+                    try:
+                        return work(conn)
+                    except self._undefined_table:
+                        # Dropped while we run (a restore, a cleanup script): made again,
+                        # under the advisory lock, and the call tried once more on it.
+                        log.warning("the ticket table %s was gone; creating it again", self._qualified)
+                        self._ensure_schema(conn)
+                        return work(conn)
                 except self._read_only as exc:
                     if not pooled:
                         raise

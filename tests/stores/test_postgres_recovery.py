@@ -62,6 +62,25 @@ def test_calls_work_again_as_soon_as_a_read_only_database_is_writable(
     drop_postgres_table(private_postgres.url, table)
 
 
+def test_a_store_started_read_only_before_its_table_exists_works_once_writable(
+    private_postgres: PrivatePostgres, read_only_database: Callable[[bool], None], open_store: OpenStore
+) -> None:
+    table = unique_name()
+    read_only_database(True)
+    store = open_store(f"{private_postgres.url}?table={table}&pool_min_size=2&pool_max_size=2")
+    deadline = time.monotonic() + 10
+    while store._get_pool().get_stats().get("pool_available", 0) < 2:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="cannot execute CREATE TABLE in a read-only transaction"):
+        store.issue("42", ttl=60)
+
+    read_only_database(False)
+    tickets = [store.issue("42", ttl=60) for _ in range(5)]  # the first creates the table
+    assert all(store.delete("42", ticket) for ticket in tickets)
+    drop_postgres_table(private_postgres.url, table)
+
+
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh", "prepared"])
 def test_a_dropped_table_is_created_again_by_the_next_call(
     postgres_url: str, open_store: OpenStore, caplog: pytest.LogCaptureFixture, warm: bool
