@@ -10,8 +10,9 @@ Query options: ``timeout`` (seconds to wait for the write lock, default 5) and
 ``table`` (default ``ciba_tickets``).
 
 The file is looked up on every call (one ``stat``, about a microsecond): when it was
-replaced (a file renamed over it) or removed, the connections opened on the old one are
-closed and the call opens the file now at the path, creating it and the table if need be,
+replaced (a file renamed over it) or removed, the old file's WAL is emptied into it (SQLite
+would leave it at the path for the new file to pick up), the connections opened on it are
+closed, and the call opens the file now at the path, creating it and the table if need be,
 so that a worker never keeps answering from a file nobody else sees. A path that cannot be
 opened any more (its directory gone) fails the call with a StoreError.
 
