@@ -20,7 +20,7 @@ from typing import Any
 
 from conftest import free_port, port_open, unreachable
 
-__all__ = ["PrivatePostgres", "PrivateRedis", "PrivateRedisCluster", "PrivateSentinel", "binary", "wait_port"]
+__all__ = ["PrivatePostgres", "PrivateRedis", "PrivateRedisCluster", "PrivateSentinel", "find_binary", "wait_port"]
 
 
 def redis_errors() -> tuple[type[Exception], ...]:
@@ -29,7 +29,7 @@ def redis_errors() -> tuple[type[Exception], ...]:
     return (redis.RedisError,)
 
 
-def binary(name: str, *candidates: str) -> str:
+def find_binary(name: str, *candidates: str) -> str:
     for candidate in (shutil.which(name), *candidates):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -50,7 +50,7 @@ class PrivateRedis:
     """A ``redis-server`` of our own on a spare port (and a Unix socket), without persistence."""
 
     def __init__(self, *extra: str) -> None:
-        self.binary = binary("redis-server")
+        self.binary = find_binary("redis-server")
         self.dir = Path(tempfile.mkdtemp(prefix="ciba-redis-"))
         self.port = free_port()
         self.socket = self.dir / "redis.sock"
@@ -121,7 +121,9 @@ class PrivatePostgres:
     """
 
     def __init__(self) -> None:
-        self.bin = Path(binary("pg_ctl", *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))))).parent
+        self.bin = Path(
+            find_binary("pg_ctl", *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))))
+        ).parent
         self.dir = Path(tempfile.mkdtemp(prefix="ciba-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()

@@ -39,12 +39,14 @@ __all__ = [
     "StoreError",
     "TicketStore",
     "new_ticket",
+    "schemes_of",
     "store_from_url",
     "ticket_hash",
     "well_formed",
 ]
 
-#: URL scheme -> "module:Class". Each class names the schemes it serves in ``schemes``.
+#: URL scheme -> "module:Class": the one place that says which class serves which scheme,
+#: read by :func:`store_from_url`, the CLI and each store's own ``from_url``.
 SCHEMES: dict[str, str] = {
     "memory": "ciba_middleware.stores.memory:MemoryTicketStore",
     "sqlite": "ciba_middleware.stores.sqlite:SQLiteTicketStore",
@@ -58,6 +60,17 @@ SCHEMES: dict[str, str] = {
     "postgresql": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
     "postgres": "ciba_middleware.stores.postgresql:PostgreSQLTicketStore",
 }
+
+
+def schemes_of(cls: type) -> tuple[str, ...]:
+    """The schemes :data:`SCHEMES` gives to ``cls`` (or to the store class it extends).
+
+    >>> from ciba_middleware.stores.memory import MemoryTicketStore
+    >>> schemes_of(MemoryTicketStore)
+    ('memory',)
+    """
+    targets = {f"{c.__module__}:{c.__qualname__}" for c in cls.__mro__}
+    return tuple(scheme for scheme, target in SCHEMES.items() if target in targets)
 
 
 def store_from_url(url: str, **options: Any) -> TicketStore:

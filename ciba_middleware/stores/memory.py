@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from . import schemes_of
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
 
 __all__ = ["MemoryTicketStore"]
@@ -33,8 +34,6 @@ class MemoryTicketStore:
     (True, False)
     """
 
-    schemes = ("memory",)
-
     def __init__(self, *, default_ttl: float = DEFAULT_TTL) -> None:
         default_ttl = default_ttl_option(default_ttl)
         self.default_ttl = default_ttl
@@ -47,6 +46,8 @@ class MemoryTicketStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryTicketStore:
         parts = urlsplit(url)
+        if parts.scheme.lower() not in schemes_of(cls):
+            raise ConfigurationError(f"not a memory URL: {parts.scheme}://")
         if parts.netloc or parts.path not in ("", "/") or parts.query:
             raise ConfigurationError(f"memory:// takes no host, path or options: {url!r}")
         return cls(**options)

@@ -8,8 +8,15 @@ do not matter. Expired rows are never visible and are swept out now and then by 
 (and by :meth:`PostgreSQLTicketStore.sweep`).
 
 The table (and its schema) is created when missing, once per process, under an advisory
-lock so that many workers starting together do not trip over each other. A database user
-without CREATE rights works too when the table already exists.
+lock so that many workers starting together do not trip over each other, and again by a
+call that finds it dropped. A database user without CREATE rights works too when the table
+already exists.
+
+Behind a transaction pooler (PgBouncer's ``pool_mode = transaction``, seen on each new
+connection) nothing outlives a transaction: statements are not prepared and the statement
+timeout is ``SET LOCAL`` in the statement's own implicit transaction. A connection that
+turns out read-only (it began while the database was) is replaced, and the call tried once
+more on a fresh one.
 
 URL: a libpq URL, ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too;
 a Unix socket: ``postgresql:///dbname?host=/run/postgresql``),
@@ -28,14 +35,14 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
+from . import schemes_of
+from ._watchdog import Guard, Unanswered, Watchdog
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
@@ -102,8 +109,6 @@ class PostgreSQLTicketStore:
         to a few seconds.
     """
 
-    schemes = ("postgresql", "postgres")
-
     def __init__(
         self,
         conninfo: str,
@@ -161,6 +166,18 @@ class PostgreSQLTicketStore:
             pool_mod.PoolClosed,
             psycopg_mod.errors.QueryCanceled,
         )
+        self._pool_timeout_error: type[Exception] = pool_mod.PoolTimeout
+        # A connection that began while the database was read-only (default_transaction_read_only,
+        # or a demoted primary) stays read-only: discarded, and the call tried on a fresh one.
+        self._read_only: type[Exception] = psycopg_mod.errors.ReadOnlySqlTransaction
+        # The table was dropped under us: created again, and the call tried once more.
+        self._undefined_table: type[Exception] = psycopg_mod.errors.UndefinedTable
+        self._client_cursor: type[psycopg.ClientCursor[Any]] = psycopg_mod.ClientCursor
+        timeout_ms = f"{round(self.statement_timeout * 1000)}ms"
+        # Our own connection: the timeout is set once, for the session. A connection shared
+        # through a transaction pooler: per transaction (see _configure and _execute).
+        self._session_timeout_sql = f"SELECT set_config('statement_timeout', '{timeout_ms}', false)".encode()
+        self._local_timeout_sql = f"SET LOCAL statement_timeout = '{timeout_ms}'".encode()
 
         name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         self._qualified = f'"{schema}"."{table}"' if schema else f'"{table}"'
@@ -189,21 +206,25 @@ class PostgreSQLTicketStore:
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._watchdog: _Watchdog | None = None
+        self._watchdog: Watchdog | None = None
         # The server cancels a statement after statement_timeout; allow it a second more
         # to say so before deciding it cannot answer.
         self._io_timeout = self.statement_timeout + 1.0
         self._pid = 0
         self._schema_ready = False
         self._issued = 0
-        # Whether the last call found the server gone (see _run).
-        self._lost = False
+        # Whether the last call found the server gone (see _run). True at first: until the
+        # pool has a connection, calls connect by themselves, so that a server that cannot
+        # be reached is named with libpq's reason, not as a wait for the pool.
+        self._lost = True
+        # Whether a connection through a transaction pooler was seen (logged once).
+        self._pooler_seen = False
         # Create the table now, so a problem shows at start-up; a database that is down at
         # start-up is not fatal: the first call creates it once the database is back.
         try:
             self._run(lambda conn: None)
         except StoreError as exc:
-            log.warning("PostgreSQL ticket store not reachable at start-up; will retry on use: %s", exc)
+            log.info("PostgreSQL ticket store not reachable at start-up (each call tries again): %s", exc)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgreSQLTicketStore:
@@ -212,7 +233,7 @@ class PostgreSQLTicketStore:
         ``options`` may set any keyword of the constructor; the URL's query wins over them.
         """
         parts = urlsplit(url)
-        if parts.scheme.lower() not in cls.schemes:
+        if parts.scheme.lower() not in schemes_of(cls):
             raise ConfigurationError(f"not a PostgreSQL URL: {parts.scheme}://")
         passed: list[tuple[str, str]] = []
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -255,20 +276,52 @@ class PostgreSQLTicketStore:
                 open=False,
             )
             self._pool.open(wait=False)
-            self._watchdog = _Watchdog()
+            self._watchdog = Watchdog()
             self._pid = os.getpid()
             self._schema_ready = False
             return self._pool
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)", (f"{round(self.statement_timeout * 1000)}ms",)
-        )
+        """Set up a new connection: for the session when it is ours, per transaction when a
+        transaction pooler (PgBouncer's ``pool_mode = transaction``, ...) shares it.
+
+        A pooler answers the client's start-up with a cancel key of its own, so the server
+        process libpq was told of is not the one that runs our statements. On such a
+        connection nothing may outlive a transaction: no prepared statements (the next
+        transaction may run on another server connection, which never saw them) and no
+        session settings (they would stay on a server connection other clients get next).
+        """
+        row = conn.execute(b"SELECT pg_backend_pid()", prepare=False).fetchone()
+        if row is not None and row[0] == conn.info.backend_pid:
+            conn.execute(self._session_timeout_sql, prepare=False)
+            return
+        conn.prepare_threshold = None
+        if not self._pooler_seen:
+            self._pooler_seen = True
+            log.info(
+                "PostgreSQL ticket store: connected through a pooler; statements are not prepared and "
+                "the statement timeout is set per transaction"
+            )
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None
+    ) -> psycopg.Cursor[Any]:
+        """Run one statement; its cursor. Through a pooler (``prepare_threshold`` None, see
+        :meth:`_configure`), the statement timeout and the statement go as one simple query,
+        one implicit transaction: one round trip, nothing left on the server connection."""
+        if conn.prepare_threshold is not None:
+            return conn.execute(query, params)
+        cursor = self._client_cursor(conn)
+        cursor.execute(self._local_timeout_sql + b"; " + query, params)
+        cursor.nextset()
+        return cursor
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
         from psycopg import sql
 
         with conn.transaction():
+            if conn.prepare_threshold is None:
+                conn.execute(self._local_timeout_sql)
             # Serialize creation across processes: concurrent CREATE ... IF NOT EXISTS can
             # still fail on the catalog's unique indexes.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ciba_middleware:{self._qualified}",))
@@ -293,7 +346,12 @@ class PostgreSQLTicketStore:
         connection of its own, which succeeds at once if the server is back and is refused
         at once if it is not. The pool's own reconnection backs off (pauses of 1, 2, 4 s);
         until it has a connection again, calls connect by themselves the same way, so they
-        neither wait ``pool_timeout`` while the server is down nor after it returns.
+        neither wait ``pool_timeout`` while the server is down nor after it returns, and a
+        failure names libpq's reason ("Connection refused", "database ... does not exist").
+
+        A pooled connection found read-only (it began while the database was, and stays so
+        for its life) is closed, which makes the pool replace it, and the call is tried once
+        more on a fresh connection: calls work again as soon as the database does.
 
         A server that does not answer at all (frozen, or cut off by the network) cannot
         apply its statement_timeout: the watchdog drops the connection instead.
@@ -302,21 +360,34 @@ class PostgreSQLTicketStore:
         if self._lost and not pool.get_stats().get("pool_available"):
             return self._run_direct(work)
         try:
-            result = self._attempt(pool.connection(), work)
-        except _Unanswered as exc:
+            result = self._attempt(pool.connection(), work, pooled=True)
+        except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
+        except _Stale:
+            return self._run_direct(work)
         except self._operational as exc:
-            # PoolTimeout is not a sign of a lost server: the pool may only be busy.
-            if isinstance(exc, self._final):
-                raise StoreError(f"postgresql: {exc}") from exc
+            if isinstance(exc, self._pool_timeout_error) and self._pool_is_busy(pool):
+                raise StoreError(
+                    f"postgresql: all {self.pool_max_size} pooled connections busy for {self.pool_timeout:g} s"
+                ) from exc
+            # PoolClosed, or a statement cancelled by the server: no second try.
+            if isinstance(exc, self._final) and not isinstance(exc, self._pool_timeout_error):
+                raise StoreError(f"postgresql: {_one_line(exc)}") from exc
+            # A lost connection, or a pool that cannot connect: see for ourselves.
             with contextlib.suppress(*self._errors):
                 pool.check()
             return self._run_direct(work)
         except self._errors as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
+            raise StoreError(f"postgresql: {_one_line(exc)}") from exc
         self._lost = False
         return result
+
+    def _pool_is_busy(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> bool:
+        """Whether a pool timeout came from every connection being in use (not from a
+        pool unable to connect)."""
+        stats = pool.get_stats()
+        return stats.get("pool_size", 0) - stats.get("pool_available", 0) >= self.pool_max_size
 
     def _run_direct(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``work`` on a connection of its own (see :meth:`_run`)."""
@@ -326,15 +397,15 @@ class PostgreSQLTicketStore:
             conn = psycopg.connect(self.conninfo, autocommit=True)
         except self._errors as exc:
             self._lost = True
-            raise StoreError(f"postgresql: {exc}") from exc
+            raise StoreError(f"postgresql: {_one_line(exc)}") from exc
         try:
             self._configure(conn)
-            return self._attempt(contextlib.nullcontext(conn), work)
-        except _Unanswered as exc:
+            return self._attempt(contextlib.nullcontext(conn), work, pooled=False)
+        except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
         except self._errors as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
+            raise StoreError(f"postgresql: {_one_line(exc)}") from exc
         finally:
             conn.close()
 
@@ -342,18 +413,33 @@ class PostgreSQLTicketStore:
         self,
         connection: contextlib.AbstractContextManager[psycopg.Connection[Any]],
         work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        pooled: bool,
     ) -> T:
         watchdog = self._watchdog
         assert watchdog is not None
-        guard: _Guard | None = None
+        guard: Guard | None = None
         try:
             with connection as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
-                if not self._schema_ready:
-                    self._ensure_schema(conn)
-                return work(conn)
+                try:
+                    if not self._schema_ready:
+                        self._ensure_schema(conn)
+                    try:
+                        return work(conn)
+                    except self._undefined_table:
+                        # Dropped while we run (a restore, a cleanup script): made again,
+                        # under the advisory lock, and the call tried once more on it.
+                        log.warning("the ticket table %s was gone; creating it again", self._qualified)
+                        self._ensure_schema(conn)
+                        return work(conn)
+                except self._read_only as exc:
+                    if not pooled:
+                        raise
+                    conn.close()  # the pool discards a closed connection, and opens another
+                    raise _Stale from exc
         except self._operational as exc:
             if guard is not None and guard.fired:
-                raise _Unanswered(f"no answer within {self._io_timeout:g} s; connection dropped") from exc
+                raise Unanswered(f"no answer within {self._io_timeout:g} s; connection dropped") from exc
             raise
 
     # -- the protocol -------------------------------------------------------------------
@@ -367,7 +453,7 @@ class PostgreSQLTicketStore:
             while True:
                 ticket = new_ticket()
                 # ON CONFLICT: a 256-bit collision will not happen, but never overwrite.
-                if conn.execute(self._issue_sql, (ticket, service_id, float(ttl))).rowcount == 1:
+                if self._execute(conn, self._issue_sql, (ticket, service_id, float(ttl))).rowcount == 1:
                     return ticket
 
         ticket = self._run(insert)
@@ -379,19 +465,20 @@ class PostgreSQLTicketStore:
     def exists(self, service_id: str, ticket: str) -> bool:
         if not (_storable(service_id) and _storable(ticket)):
             return False
-        return self._run(lambda conn: conn.execute(self._exists_sql, (ticket, service_id)).fetchone() is not None)
+        query = self._exists_sql
+        return self._run(lambda conn: self._execute(conn, query, (ticket, service_id)).fetchone() is not None)
 
     def delete(self, service_id: str, ticket: str) -> bool:
         if not (_storable(service_id) and _storable(ticket)):
             return False
-        return self._run(lambda conn: conn.execute(self._delete_sql, (ticket, service_id)).rowcount == 1)
+        return self._run(lambda conn: self._execute(conn, self._delete_sql, (ticket, service_id)).rowcount == 1)
 
     def sweep(self) -> int:
         """Delete expired rows now; returns how many. ``issue`` does this now and then."""
-        return self._run(lambda conn: conn.execute(self._sweep_sql).rowcount)
+        return self._run(lambda conn: self._execute(conn, self._sweep_sql).rowcount)
 
     def ping(self) -> None:
-        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        self._run(lambda conn: self._execute(conn, b"SELECT 1").fetchone())
 
     def close(self) -> None:
         with self._lock:
@@ -435,98 +522,13 @@ class PostgreSQLTicketStore:
         return self._run(insert)
 
 
-#: How often the watchdog looks at the calls out, and after how many empty looks it sleeps.
-_TICK = 0.1
-_IDLE_TICKS = 10
+class _Stale(Exception):
+    """A pooled connection that cannot serve the call (read-only): try a fresh one."""
 
 
-class _Unanswered(Exception):
-    """A call the watchdog cut short: the server is not answering."""
-
-
-class _Guard:
-    __slots__ = ("deadline", "fd", "fired")
-
-    def __init__(self, deadline: float, fd: int) -> None:
-        self.deadline = deadline
-        self.fd = fd
-        self.fired = False
-
-
-class _Watchdog:
-    """Shuts down the socket of a call that got no answer in time.
-
-    psycopg has no client-side timeout for a query: if the server is frozen, or the network
-    drops packets without a reset, a call would wait for TCP to give up, many minutes.
-    Shutting the socket down wakes the waiting call with a connection error at once, and the
-    pool then discards the connection. One thread per process: it looks at the calls out
-    every tenth of a second while calls come, and sleeps once none has come for a second.
-    Only the call that finds it asleep wakes it, so a busy store does not pay a thread
-    switch per call.
-    """
-
-    def __init__(self) -> None:
-        self._guards: set[_Guard] = set()
-        self._cond = threading.Condition()
-        self._stopped = False
-        self._asleep = True
-        self._added = 0
-        threading.Thread(target=self._watch, name="ciba-tickets-watchdog", daemon=True).start()
-
-    @contextlib.contextmanager
-    def guard(self, fd: int, seconds: float) -> Iterator[_Guard]:
-        guard = _Guard(time.monotonic() + seconds, fd)
-        with self._cond:
-            self._guards.add(guard)
-            self._added += 1
-            if self._asleep:
-                self._asleep = False
-                self._cond.notify()
-        try:
-            yield guard
-        finally:
-            # Removed before the connection goes back to the pool, under the lock the
-            # watchdog fires under: it never touches a socket no longer ours.
-            with self._cond:
-                self._guards.discard(guard)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def _watch(self) -> None:
-        idle_ticks = 0
-        with self._cond:
-            while not self._stopped:
-                if self._asleep:
-                    self._cond.wait()
-                    continue
-                now = time.monotonic()
-                for guard in [g for g in self._guards if g.deadline <= now]:
-                    self._guards.discard(guard)
-                    guard.fired = True
-                    _shut_down(guard.fd)
-                if self._guards or self._added:
-                    idle_ticks = 0
-                    self._added = 0
-                else:
-                    idle_ticks += 1
-                    if idle_ticks >= _IDLE_TICKS:
-                        self._asleep = True
-                        idle_ticks = 0
-                        continue
-                self._cond.wait(_TICK)
-
-
-def _shut_down(fd: int) -> None:
-    """Shut the socket down for both directions, leaving the descriptor to its owner."""
-    with contextlib.suppress(OSError):
-        sock = socket.socket(fileno=os.dup(fd))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.close()
+def _one_line(exc: BaseException) -> str:
+    """libpq's message on one line (it spreads a connection failure over several)."""
+    return " ".join(str(exc).split())
 
 
 def _storable(text: str) -> bool:

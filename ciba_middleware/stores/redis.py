@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from ..redact import mask_url
+from . import schemes_of
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ _TLS_OPTIONS = frozenset(
         "ssl_min_version",
     }
 )
-#: Our scheme -> (redis-py's scheme, the topology).
-_SCHEMES = {
+#: Each of our schemes (stores.SCHEMES says which are ours) -> (redis-py's scheme, the topology).
+_CLIENT_SCHEMES = {
     "redis": ("redis", "server"),
     "rediss": ("rediss", "server"),
     "redis+unix": ("unix", "unix"),
@@ -134,8 +135,6 @@ class RedisTicketStore:
     :param key_prefix: put in front of every ticket to make its key, so several
         deployments (or tests) can share one Redis database.
     """
-
-    schemes = tuple(_SCHEMES)
 
     def __init__(
         self,
@@ -321,7 +320,7 @@ def _parse(url: str, options: dict[str, Any]) -> _Target:
 
 def _checked(url: str, options: dict[str, Any]) -> _Target:
     scheme, netloc, path, query, fragment = _split(url)
-    if scheme not in _SCHEMES:
+    if scheme not in schemes_of(RedisTicketStore):
         raise ConfigurationError(f"not a Redis URL: {scheme}://")
     if "@" not in netloc and "@" in url.partition("://")[2][len(netloc) :]:
         raise ConfigurationError(
@@ -329,7 +328,7 @@ def _checked(url: str, options: dict[str, Any]) -> _Target:
         )
     if fragment:
         raise ConfigurationError("a Redis URL has no #fragment")
-    base, topology = _SCHEMES[scheme]
+    base, topology = _CLIENT_SCHEMES[scheme]
     settings: dict[str, Any] = {
         "key_prefix": options.pop("key_prefix", DEFAULT_KEY_PREFIX),
         "socket_timeout": options.pop("socket_timeout", 1.0),

@@ -20,7 +20,7 @@ from _servers import (
     PrivateRedis,
     PrivateRedisCluster,
     PrivateSentinel,
-    binary,
+    find_binary,
 )
 from _stores import BACKENDS, SHARED, url_for_backend
 from conftest import free_port, port_open, unique_name, unreachable
@@ -101,7 +101,7 @@ def redis_sentinel_tls(tls_certificate: Path) -> Iterator[PrivateSentinel]:
 @pytest.fixture(scope="session")
 def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with a self-signed ``cert.pem`` for 127.0.0.1 and its ``key.pem``."""
-    openssl = binary("openssl")
+    openssl = find_binary("openssl")
     certs = tmp_path_factory.mktemp("tls")
     subprocess.run(
         [

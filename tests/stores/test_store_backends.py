@@ -358,3 +358,11 @@ def test_redis_sentinel_through_a_client_of_ones_own(private_redis: PrivateRedis
     finally:
         sentinel_process.kill()
         sentinel_process.wait(5)
+
+
+def test_the_redis_store_translates_exactly_the_schemes_it_is_given() -> None:
+    """stores.SCHEMES names the Redis schemes; the store's table to redis-py's covers those alone."""
+    from ciba_middleware.stores import schemes_of
+    from ciba_middleware.stores.redis import _CLIENT_SCHEMES, RedisTicketStore
+
+    assert set(_CLIENT_SCHEMES) == set(schemes_of(RedisTicketStore))

@@ -1,0 +1,110 @@
+"""The PostgreSQL store's watchdog: a client-side deadline for calls psycopg would wait on.
+
+psycopg has no client-side timeout for a query: if the server is frozen, or the network
+drops packets without a reset, a call would wait for TCP to give up, many minutes. The
+watchdog shuts such a call's socket down, which wakes it with a connection error at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+__all__ = ["Guard", "Unanswered", "Watchdog"]
+
+#: How often the watchdog looks at the calls out, and after how many empty looks it sleeps.
+_TICK = 0.1
+_IDLE_TICKS = 10
+
+
+class Unanswered(Exception):
+    """A call the watchdog cut short: the server is not answering."""
+
+
+class Guard:
+    __slots__ = ("deadline", "fd", "fired")
+
+    def __init__(self, deadline: float, fd: int) -> None:
+        self.deadline = deadline
+        self.fd = fd
+        self.fired = False
+
+
+class Watchdog:
+    """Shuts down the socket of a call that got no answer in time.
+
+    psycopg has no client-side timeout for a query: if the server is frozen, or the network
+    drops packets without a reset, a call would wait for TCP to give up, many minutes.
+    Shutting the socket down wakes the waiting call with a connection error at once, and the
+    pool then discards the connection. One thread per process: it looks at the calls out
+    every tenth of a second while calls come, and sleeps once none has come for a second.
+    Only the call that finds it asleep wakes it, so a busy store does not pay a thread
+    switch per call.
+    """
+
+    def __init__(self) -> None:
+        self._guards: set[Guard] = set()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._asleep = True
+        self._added = 0
+        threading.Thread(target=self._watch, name="ciba-tickets-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def guard(self, fd: int, seconds: float) -> Iterator[Guard]:
+        guard = Guard(time.monotonic() + seconds, fd)
+        with self._cond:
+            self._guards.add(guard)
+            self._added += 1
+            if self._asleep:
+                self._asleep = False
+                self._cond.notify()
+        try:
+            yield guard
+        finally:
+            # Removed before the connection goes back to the pool, under the lock the
+            # watchdog fires under: it never touches a socket no longer ours.
+            with self._cond:
+                self._guards.discard(guard)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        idle_ticks = 0
+        with self._cond:
+            while not self._stopped:
+                if self._asleep:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for guard in [g for g in self._guards if g.deadline <= now]:
+                    self._guards.discard(guard)
+                    guard.fired = True
+                    _shut_down(guard.fd)
+                if self._guards or self._added:
+                    idle_ticks = 0
+                    self._added = 0
+                else:
+                    idle_ticks += 1
+                    if idle_ticks >= _IDLE_TICKS:
+                        self._asleep = True
+                        idle_ticks = 0
+                        continue
+                self._cond.wait(_TICK)
+
+
+def _shut_down(fd: int) -> None:
+    """Shut the socket down for both directions, leaving the descriptor to its owner."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
