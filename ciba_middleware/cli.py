@@ -181,22 +181,28 @@ def _cmd_ticket_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_ticket_show(args: argparse.Namespace) -> int:
-    with _ticket_store() as store:
-        found = well_formed(args.ticket) and store.exists(args.service, args.ticket)
-    if found:
-        print(f"ticket {ticket_hash(args.ticket)} exists for service {args.service}")
-        return EXIT_OK
-    print(f"no such ticket for service {args.service} (unknown, expired, used, or of another service)")
-    return EXIT_NOT_FOUND
+    return _on_ticket(
+        args,
+        "exists",
+        "ticket {} exists for service {}",
+        "no such ticket for service {} (unknown, expired, used, or of another service)",
+    )
 
 
 def _cmd_ticket_delete(args: argparse.Namespace) -> int:
+    return _on_ticket(
+        args, "delete", "deleted ticket {} of service {}", "no such ticket for service {}: nothing deleted"
+    )
+
+
+def _on_ticket(args: argparse.Namespace, method: str, found: str, missing: str) -> int:
+    """Call the store's ``exists`` or ``delete`` on the ticket; say what happened."""
     with _ticket_store() as store:
-        deleted = well_formed(args.ticket) and store.delete(args.service, args.ticket)
-    if deleted:
-        print(f"deleted ticket {ticket_hash(args.ticket)} of service {args.service}")
+        done = well_formed(args.ticket) and getattr(store, method)(args.service, args.ticket)
+    if done:
+        print(found.format(ticket_hash(args.ticket), args.service))
         return EXIT_OK
-    print(f"no such ticket for service {args.service}: nothing deleted")
+    print(missing.format(args.service))
     return EXIT_NOT_FOUND
 
 
