@@ -6,6 +6,8 @@ Extras:
     flask     the Flask integration and the demo server in ``example_app``
     demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
     metrics   Prometheus metrics (prometheus_client)
+    django    the Django integration (ciba_middleware.django)
+    asgi      a server for the ASGI middleware (uvicorn); the middleware itself needs nothing
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
 """
@@ -21,6 +23,8 @@ EXTRAS = {
     "demo": ["Flask>=3.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
+    "django": ["Django>=4.2"],
+    "asgi": ["uvicorn>=0.30"],
 }
 EXTRAS["test"] = sorted(
     {
@@ -29,6 +33,13 @@ EXTRAS["test"] = sorted(
         *EXTRAS["flask"],
         *EXTRAS["metrics"],
         *EXTRAS["server"],
+        *EXTRAS["django"],
+        *EXTRAS["asgi"],
+        # the ASGI middleware under Starlette and FastAPI (forms: python-multipart)
+        "starlette>=0.37",
+        "fastapi>=0.110",
+        "python-multipart>=0.0.9",
+        "httptools>=0.6",
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
@@ -48,6 +59,7 @@ EXTRAS["dev"] = sorted(
         "mypy>=1.10",
         "types-PyYAML",
         "types-requests",
+        "django-stubs>=4.2",
         # benchmarks/: profiling the hot path
         "py-spy>=0.3",
         "pyinstrument>=4.6",

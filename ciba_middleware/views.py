@@ -87,7 +87,7 @@ def server_error_status(value: object, name: str = "CIBA_SERVER_ERROR_STATUS") -
     try:
         if isinstance(value, bool):
             raise TypeError
-        status = int(value)  # type: ignore[call-overload]
+        status: int = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         status = 0
     if not 400 <= status <= 599:
