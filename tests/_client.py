@@ -64,7 +64,8 @@ class DjangoTestClient:
         django.setup()
         self.override = override_settings(CIBA_MIDDLEWARE=dict(ciba_settings))
         self.override.enable()
-        self.client = Client(raise_request_exception=False)
+        # CSRF enforced, as in a real request: the fail API must not depend on it.
+        self.client = Client(enforce_csrf_checks=True, raise_request_exception=False)
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None, body: bytes = b"") -> Answer:
         headers = dict(headers or {})

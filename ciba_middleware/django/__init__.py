@@ -123,8 +123,9 @@ def configuration() -> tuple[dict[str, Any], frozenset[str]]:
 
 
 def named(message: str, from_env: frozenset[str]) -> str:
-    """``message`` with each ``CIBA_X`` it names written as the setting's key, unless it came from the environment."""
-    return _NAME.sub(lambda m: m[0] if m[0] in from_env else f'{SETTING}["{m[1]}"]', message)
+    """``message`` with each ``CIBA_X`` it names written as the setting's key ``CIBA_MIDDLEWARE["X"]``,
+    unless it came from the environment or is not a key of the setting."""
+    return _NAME.sub(lambda m: m[0] if m[0] in from_env or m[1] not in KEYS else f'{SETTING}["{m[1]}"]', message)
 
 
 def build() -> CibaState:

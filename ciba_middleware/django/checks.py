@@ -25,7 +25,8 @@ __all__ = ["check_configuration"]
 
 @register()
 def check_configuration(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
-    """``ciba_middleware.E001`` for a configuration the fail API cannot be built from; W001 for unknown keys."""
+    """``ciba_middleware.E001``: the fail API cannot be built from the configuration (the message names
+    the key); W001: ``CIBA_MIDDLEWARE`` has keys it does not know; W002: nothing is configured."""
     messages: list[CheckMessage] = []
     try:
         values, from_env = configuration()
@@ -41,6 +42,18 @@ def check_configuration(app_configs: Sequence[AppConfig] | None = None, **kwargs
                 id="ciba_middleware.W001",
             )
         )
+    if not values:
+        # A project (or a build step: collectstatic, migrate) that does not serve the fail
+        # API here: not an error, but the API would answer 500.
+        messages.append(
+            Warning(
+                f"the fail API is not configured: neither {SETTING} nor CIBA_* variables are set, "
+                "so it answers 500 and views cannot fail requests",
+                hint=f'set {SETTING} = {{"TOKENS": [...], ...}} or CIBA_TOKENS',
+                id="ciba_middleware.W002",
+            )
+        )
+        return messages
     try:
         settings = Settings.from_mapping(values)
         if settings.metrics_path:

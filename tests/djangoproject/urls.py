@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
@@ -12,5 +12,8 @@ urlpatterns = [
     path("areject", views.areject),
     path("issue", views.issue),
     path("fail-json", views.fail_json),
+    path("aissue", views.aissue),
+    path("afail-json", views.afail_json),
     path("echo", views.echo),
+    re_path(r"^", views.echo),
 ]

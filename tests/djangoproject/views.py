@@ -46,10 +46,19 @@ def reject(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 async def areject(request: HttpRequest) -> HttpResponse:
-    """An async view: a ticket issued and failed off the event loop, then the exception."""
-    ticket = await aissue_ticket()
-    answer = await afail("ACCESS_DENIED", ticket)
-    raise BackchannelFail(request.POST["reason"], ticket=ticket, description=answer.action.value)
+    """An async view raising BackchannelFail."""
+    raise BackchannelFail(request.POST["reason"], ticket=request.POST.get("ticket") or None)
+
+
+@csrf_exempt
+async def aissue(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(await aissue_ticket(), content_type="text/plain")
+
+
+@csrf_exempt
+async def afail_json(request: HttpRequest) -> JsonResponse:
+    answer = await afail(request.POST["reason"], ticket=request.POST.get("ticket") or None)
+    return JsonResponse(answer.to_dict())
 
 
 @csrf_exempt

@@ -7,6 +7,7 @@ reads them. Exit codes are the command line's.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -25,16 +26,22 @@ class Command(BaseCommand):
     requires_system_checks = []  # noqa: RUF012 (declared so by Django)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("args", nargs="+", metavar="check | ticket ...", help="as for ciba-middleware")
+        # Everything after the command is the ciba-middleware command line's.
+        parser.add_argument(
+            "args", nargs=argparse.REMAINDER, metavar="check | ticket ...", help="as for ciba-middleware"
+        )
 
     def handle(self, *args: str, **options: Any) -> None:
-        if args[0] not in ("check", "ticket"):
-            raise CommandError(f"unknown command {args[0]!r}: use check or ticket (see ciba-middleware --help)")
+        if not args or args[0] not in ("check", "ticket"):
+            shown = " ".join(args)
+            raise CommandError(
+                f"unknown command {shown!r}: use check or ticket (see ciba-middleware --help)", returncode=2
+            )
         if args[0] == "check":
             try:
                 build().store.close()
             except ConfigurationError as exc:
-                raise CommandError(f"configuration error: {exc}") from None
+                raise CommandError(f"configuration error: {exc}", returncode=2) from None
         values, _ = configuration()
         # The command line reads its configuration from the environment: give it this
         # project's, for this process only.
