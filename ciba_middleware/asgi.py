@@ -17,7 +17,8 @@ configured from ``CIBA_*`` when first looked up, as uvicorn and hypercorn do::
 The adapter reads the request's body from ``receive`` (a chunked body too, bounded by
 ``max_body_bytes``) and hands it, already read, to :class:`ciba_middleware.core.FailApi`,
 which does the work; the call runs in a worker thread, so a ticket store's network round
-trip never holds the event loop. Every other scope (``http``, ``websocket``,
+trip never holds the event loop (with the ``memory://`` store and static grants, which do
+no I/O, it runs on the loop: the hop to a thread would cost more than the call). Every other scope (``http``, ``websocket``,
 ``lifespan``) reaches the app untouched. Nothing here imports a web framework.
 """
 
@@ -33,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from enum import Enum
 from typing import Any
 
-from .auth import TokenVerifier
+from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
 from .core import API_PATH, FailApi
 from .errors import ConfigurationError
@@ -42,6 +43,7 @@ from .reasons import Reason
 from .redact import mask_url
 from .response import FailResponse, client_response
 from .stores.base import TicketStore, ticket_hash
+from .stores.memory import MemoryTicketStore
 from .views import BackchannelFail, server_error_status, view_service
 
 __all__ = ["ASGIApp", "BackchannelFailMiddleware", "from_env", "not_found_app"]
@@ -105,6 +107,11 @@ class BackchannelFailMiddleware:
     def _setup(self, app: ASGIApp, api: FailApi, service_id: str | None, status: object) -> None:
         self.app = app
         self.api = api
+        # The memory store and static grants do no I/O: their calls are as quick as the
+        # hop to a thread and back, which would cost more than the call. Anything else
+        # (a store on a file or a network, a verifier of the caller's) runs in a thread.
+        # Exactly these classes: a subclass may do anything.
+        self._inline = type(api.store) is MemoryTicketStore and type(api.verifier) is StaticTokenVerifier
         self.server_error_status = server_error_status(status, "server_error_status")
         # Checked now when given; when not, needed (and the grants asked) only by a view.
         self._service_id = None if service_id is None else view_service(service_id, api.verifier, "service_id")
@@ -126,7 +133,7 @@ class BackchannelFailMiddleware:
         if body is None:
             return None  # the client went away before its body arrived: nothing was done
         client = scope.get("client")
-        call = functools.partial(
+        respond = functools.partial(
             self.api.respond,
             route,
             scope["method"],
@@ -139,7 +146,7 @@ class BackchannelFailMiddleware:
             client_addr=client[0] if client else None,
             request_id=get(_REQUEST_ID, b"").decode("latin-1") or None,
         )
-        answer = await asyncio.get_running_loop().run_in_executor(None, call)
+        answer = respond() if self._inline else await asyncio.get_running_loop().run_in_executor(None, respond)
         await _send(send, answer.status, answer.headers, answer.body)
         return None
 
@@ -248,29 +255,41 @@ async def _read_body(receive: Receive, content_length: str, limit: int) -> bytes
     """
     if content_length.isascii() and content_length.isdigit() and int(content_length) > limit:
         return b""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
+    message = await receive()
+    if message["type"] != "http.request":
+        return None  # http.disconnect
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body  # the usual case: the whole body in one message
+    chunks = [body]
+    size = len(body)
+    while size <= limit:
         message = await receive()
         if message["type"] != "http.request":
-            return None  # http.disconnect
+            return None
         chunk: bytes = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-            size += len(chunk)
-        if not message.get("more_body", False) or size > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
             break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
+
+
+# Headers as ASGI sends them, for the answers that recur (each reason's, each error's): most
+# calls get one of a few dozen. Bounded, so answers with descriptions cannot grow it.
+_ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
+_ENCODED_MAX = 256
 
 
 async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers],
-        }
-    )
+    key = tuple(headers)
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        if len(_ENCODED) < _ENCODED_MAX:
+            _ENCODED[key] = encoded
+    # A list of its own each time: the server may keep or change it.
+    await send({"type": "http.response.start", "status": status, "headers": list(encoded)})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -514,3 +514,13 @@ def test_many_calls_side_by_side(servers: dict[str, Any]) -> None:
         thread.join()
     assert statuses == [200] * 40
     assert not any(store.exists(SERVICE, t) for t in tickets)
+
+
+@pytest.mark.parametrize(("store_url", "on_the_loop"), [("memory://", True), ("sqlite:///:memory:", False)])
+def test_only_calls_without_io_run_on_the_loop(store_url: str, on_the_loop: bool) -> None:
+    """memory:// with static grants does no I/O and stays on the loop; any other store goes to a thread."""
+    threads: list[int] = []
+    middleware = wrap(RecordingApp(), store=store_from_url(store_url), observers=[lambda e: threads.append(threading.get_ident())])  # fmt: skip
+    headers = {"Authorization": BEARER, "Content-Type": "application/json"}
+    assert answer(call(middleware, http_scope(V3, headers=headers), [b"{}"]))[0] == 200
+    assert (threads == [threading.get_ident()]) is on_the_loop

@@ -93,7 +93,8 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 def asgi_server(sqlite_url: str) -> Iterator[LiveServer]:
     """The ASGI middleware (ciba_middleware.asgi.from_env) around a Starlette app, under uvicorn."""
     env = {"CIBA_STORE_URL": sqlite_url, "CIBA_TOKENS": json.dumps(GRANTS)}
-    live = LiveServer("_asgi_apps:application", env, workers=2, server="uvicorn")
+    # One process: uvicorn's --workers N leaves Nagle on (docs/asgi.md), 40 ms per keep-alive call.
+    live = LiveServer("_asgi_apps:application", env, server="uvicorn")
     yield live
     live.stop()
 
