@@ -18,8 +18,8 @@ The adapter reads the request's body from ``receive`` (a chunked body too, bound
 ``max_body_bytes``) and hands it, already read, to :class:`ciba_middleware.core.FailApi`,
 which does the work; the call runs in a worker thread, so a ticket store's network round
 trip never holds the event loop (with the ``memory://`` store and static grants, which do
-no I/O, it runs on the loop: the hop to a thread would cost more than the call). Every other scope (``http``, ``websocket``,
-``lifespan``) reaches the app untouched. Nothing here imports a web framework.
+no I/O, it runs on the loop: the hop to a thread would cost more than the call). Every
+other scope (``http``, ``websocket``, ``lifespan``) reaches the app untouched. Nothing here imports a web framework.
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ class BackchannelFailMiddleware:
             ticket_hash(exc.ticket) if exc.ticket else None,
         )
         reply = client_response(answer, server_error_status=self.server_error_status)
-        return ClientReply(reply.status, reply.headers, reply.body.encode("utf-8"))
+        body = reply.body.encode("utf-8")
+        return ClientReply(reply.status, [*reply.headers, ("Content-Length", str(len(body)))], body)
 
     # The API's settings, read through: one object holds them.
 

@@ -475,6 +475,7 @@ def test_a_starlette_view_raises_backchannel_fail(servers: dict[str, Any]) -> No
     assert response.json() == {"error": "access_denied", "error_description": "Denied by the user"}
     assert (response.headers["Cache-Control"], response.headers["Pragma"]) == ("no-store", "no-cache")
     assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert response.headers["Content-Length"] == str(len(response.content))
     assert not store.exists(SERVICE, ticket)
     # CIBA_SERVER_ERROR_STATUS=503 for this server.
     assert requests.post(base + "/reject", data={"reason": "SERVER_ERROR"}, timeout=5).status_code == 503
@@ -520,7 +521,8 @@ def test_many_calls_side_by_side(servers: dict[str, Any]) -> None:
 def test_only_calls_without_io_run_on_the_loop(store_url: str, on_the_loop: bool) -> None:
     """memory:// with static grants does no I/O and stays on the loop; any other store goes to a thread."""
     threads: list[int] = []
-    middleware = wrap(RecordingApp(), store=store_from_url(store_url), observers=[lambda e: threads.append(threading.get_ident())])  # fmt: skip
+    observers = [lambda event: threads.append(threading.get_ident())]
+    middleware = wrap(RecordingApp(), store=store_from_url(store_url), observers=observers)
     headers = {"Authorization": BEARER, "Content-Type": "application/json"}
     assert answer(call(middleware, http_scope(V3, headers=headers), [b"{}"]))[0] == 200
     assert (threads == [threading.get_ident()]) is on_the_loop

@@ -66,5 +66,6 @@ def check_configuration(app_configs: Sequence[AppConfig] | None = None, **kwargs
         view_service(values.get("CIBA_SERVICE_ID"), verifier)
         server_error_status(values.get("CIBA_SERVER_ERROR_STATUS"))
     except ConfigurationError as exc:
-        messages.append(Error(named(str(exc), from_env), id="ciba_middleware.E001"))
+        hint = f"a key left out of {SETTING} is read from the environment as CIBA_<KEY>"
+        messages.append(Error(named(str(exc), from_env), hint=hint, id="ciba_middleware.E001"))
     return messages
