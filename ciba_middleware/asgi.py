@@ -19,7 +19,8 @@ The adapter reads the request's body from ``receive`` (a chunked body too, bound
 which does the work; the call runs in a worker thread, so a ticket store's network round
 trip never holds the event loop (with the ``memory://`` store and static grants, which do
 no I/O, it runs on the loop: the hop to a thread would cost more than the call). Every
-other scope (``http``, ``websocket``, ``lifespan``) reaches the app untouched. Nothing here imports a web framework.
+other scope (``http``, ``websocket``, ``lifespan``) reaches the app untouched. Nothing
+here imports a web framework.
 """
 
 from __future__ import annotations
