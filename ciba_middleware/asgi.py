@@ -37,7 +37,7 @@ from typing import Any
 
 from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
-from .core import API_PATH, FailApi
+from .core import API_PATH, Adapter, FailApi
 from .errors import ConfigurationError
 from .events import Observer
 from .reasons import Reason
@@ -66,7 +66,7 @@ _REQUEST_ID = b"x-request-id"
 _WANTED = frozenset((_AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REQUEST_ID))
 
 
-class BackchannelFailMiddleware:
+class BackchannelFailMiddleware(Adapter):
     """Serve Authlete's ``/backchannel/authentication/fail`` API in front of an ASGI app.
 
     The same two routes and the same answers as the WSGI
@@ -200,28 +200,6 @@ class BackchannelFailMiddleware:
         reply = client_response(answer, server_error_status=self.server_error_status)
         body = reply.body.encode("utf-8")
         return ClientReply(reply.status, [*reply.headers, ("Content-Length", str(len(body)))], body)
-
-    # The API's settings, read through: one object holds them.
-
-    @property
-    def store(self) -> TicketStore:
-        return self.api.store
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.api.verifier
-
-    @property
-    def prefix(self) -> str:
-        return self.api.prefix
-
-    @property
-    def max_body_bytes(self) -> int:
-        return self.api.max_body_bytes
-
-    @property
-    def observers(self) -> tuple[Observer, ...]:
-        return self.api.observers
 
 
 class ClientReply:

@@ -38,7 +38,7 @@ from .request import FailParams, Reader, check_fields, read_params
 from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
 from .stores.base import TicketStore, ticket_hash, well_formed
 
-__all__ = ["API_PATH", "Answer", "FailApi", "Route"]
+__all__ = ["API_PATH", "Adapter", "Answer", "FailApi", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,35 @@ class FailApi:
         )
         notify(self.observers, event)
         return event
+
+
+class Adapter:
+    """The base of a transport's adapter (WSGI, ASGI): ``api``, and its settings read through.
+
+    One object holds the settings, the :class:`FailApi`; an adapter only translates.
+    """
+
+    api: FailApi
+
+    @property
+    def store(self) -> TicketStore:
+        return self.api.store
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.api.verifier
+
+    @property
+    def prefix(self) -> str:
+        return self.api.prefix
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.api.max_body_bytes
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return self.api.observers
 
 
 def _ascii(value: str, limit: int = 64) -> str:

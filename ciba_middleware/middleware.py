@@ -8,7 +8,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from .auth import TokenVerifier
-from .core import FailApi
+from .core import Adapter, FailApi
 from .events import Observer
 from .reasons import Reason
 from .response import FailResponse
@@ -22,7 +22,7 @@ __all__ = ["BackchannelFailMiddleware"]
 _NO_BODY = io.BytesIO()
 
 
-class BackchannelFailMiddleware:
+class BackchannelFailMiddleware(Adapter):
     """Serve Authlete's ``/backchannel/authentication/fail`` API in front of a WSGI app.
 
     Owns two routes and passes every other request to ``app`` untouched::
@@ -106,25 +106,3 @@ class BackchannelFailMiddleware:
     ) -> FailResponse:
         """Fail a request in process, from the wrapped app: :meth:`FailApi.fail`."""
         return self.api.fail(service_id, ticket, reason, error_description, error_uri)
-
-    # The API's settings, read through: one object holds them.
-
-    @property
-    def store(self) -> TicketStore:
-        return self.api.store
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.api.verifier
-
-    @property
-    def prefix(self) -> str:
-        return self.api.prefix
-
-    @property
-    def max_body_bytes(self) -> int:
-        return self.api.max_body_bytes
-
-    @property
-    def observers(self) -> tuple[Observer, ...]:
-        return self.api.observers

@@ -41,7 +41,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from ..config import Settings
-from ..core import API_PATH, Answer, FailApi, Route
+from ..core import API_PATH, Answer, FailApi
 from ..errors import ConfigurationError, InternalError
 from ..reasons import Reason
 from ..redact import mask_url
@@ -256,21 +256,20 @@ class CibaMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if not request.path_info.endswith(API_PATH):
-            return self.get_response(request)
-        found = _route(request)
-        if found is None:
-            return self.get_response(request)
-        return _respond(request, *found)
+        if request.path_info.endswith(API_PATH):
+            response = _serve(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        if not request.path_info.endswith(API_PATH):
-            return await get_response(request)
-        found = await sync_to_async(_route, thread_sensitive=False)(request)
-        if found is None:
-            return await get_response(request)
-        return await sync_to_async(_respond, thread_sensitive=False)(request, *found)
+        if request.path_info.endswith(API_PATH):
+            # Off the event loop: the store (and, on first use, building the state).
+            response = await sync_to_async(_serve, thread_sensitive=False)(request)
+            if response is not None:
+                return response
+        return await get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, BackchannelFail):
@@ -291,34 +290,30 @@ class CibaMiddleware:
 _UNCONFIGURED = InternalError("the fail API is not configured; see the server log.")
 
 
-def _route(request: HttpRequest) -> tuple[FailApi, Route] | tuple[None, None] | None:
-    """The API and the route of ``request`` (None: not the API's); ``(None, None)``: not configured."""
+def _serve(request: HttpRequest) -> HttpResponse | None:
+    """The fail API's answer to ``request``, or None when the request is not for it."""
     try:
         api = state().api
     except ConfigurationError as exc:
         log.error("the fail API cannot serve %s: configuration error: %s", request.path_info, exc)
-        return (None, None)
+        body = error_body(_UNCONFIGURED)
+        return _response(Answer(500, [*HEADERS, ("Content-Length", str(len(body)))], body))
     # PATH_INFO as WSGI has it (raw bytes as latin-1), whichever handler made the request.
     path = request.path_info
     route = api.route(path if path.isascii() else path.encode("utf-8").decode("latin-1"))
-    return None if route is None else (api, route)
-
-
-def _respond(request: HttpRequest, api: FailApi | None, route: Route | None) -> HttpResponse:
-    if api is None or route is None:
-        body = error_body(_UNCONFIGURED)
-        answer = Answer(500, [*HEADERS, ("Content-Length", str(len(body)))], body)
+    if route is None:
+        return None
+    meta = request.META
+    environ: Mapping[str, Any] | None = getattr(request, "environ", None)
+    wsgi_input = environ.get("wsgi.input") if environ is not None else None
+    if environ is not None and wsgi_input is not None:
+        # Under WSGI, the server's stream: Django's own reads nothing of a chunked body.
+        read, terminated = wsgi_input.read, bool(environ.get("wsgi.input_terminated"))
     else:
-        meta = request.META
-        environ: Mapping[str, Any] | None = getattr(request, "environ", None)
-        wsgi_input = environ.get("wsgi.input") if environ is not None else None
-        if wsgi_input is not None:
-            # Under WSGI, the server's stream: Django's own reads nothing of a chunked body.
-            read, terminated = wsgi_input.read, bool(environ and environ.get("wsgi.input_terminated"))
-        else:
-            # Under ASGI, Django has read the whole body already.
-            read, terminated = request.read, True
-        answer = api.respond(
+        # Under ASGI, Django has read the whole body already.
+        read, terminated = request.read, True
+    return _response(
+        api.respond(
             route,
             request.method or "",
             meta.get("HTTP_AUTHORIZATION", ""),
@@ -330,6 +325,10 @@ def _respond(request: HttpRequest, api: FailApi | None, route: Route | None) -> 
             client_addr=meta.get("REMOTE_ADDR"),
             request_id=meta.get("HTTP_X_REQUEST_ID"),
         )
+    )
+
+
+def _response(answer: Answer) -> HttpResponse:
     response = HttpResponse(answer.body, status=answer.status, headers=dict(answer.headers))
     # Each call is in the audit log already; Django would log every 4xx again as a warning.
     response._has_been_logged = True  # type: ignore[attr-defined]
