@@ -40,6 +40,7 @@ EXTRAS["test"] = sorted(
         "fastapi>=0.110",
         "python-multipart>=0.0.9",
         "httptools>=0.6",
+        "hypercorn>=0.16",
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",

@@ -10,7 +10,7 @@ or hypercorn::
     application = from_env(app)          # uvicorn main:application
 
 ``ciba_middleware.asgi:application`` is the fail API alone (every other path a JSON 404),
-configured from ``CIBA_*`` when first looked up, as uvicorn and hypercorn do::
+configured from ``CIBA_*`` when the server starts it::
 
     uvicorn ciba_middleware.asgi:application
 
@@ -30,7 +30,6 @@ import functools
 import io
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from enum import Enum
 from typing import Any
@@ -38,16 +37,16 @@ from typing import Any
 from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
 from .core import API_PATH, Adapter, FailApi
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InternalError
 from .events import Observer
 from .reasons import Reason
 from .redact import mask_url
-from .response import FailResponse, client_response
+from .response import HEADERS, FailResponse, client_response, error_body
 from .stores.base import TicketStore, ticket_hash
 from .stores.memory import MemoryTicketStore
 from .views import BackchannelFail, server_error_status, view_service
 
-__all__ = ["ASGIApp", "BackchannelFailMiddleware", "from_env", "not_found_app"]
+__all__ = ["ASGIApp", "BackchannelFailMiddleware", "application", "from_env", "not_found_app"]
 
 log = logging.getLogger(__name__)
 
@@ -319,18 +318,43 @@ def from_env(app: ASGIApp | None = None, environ: Mapping[str, str] | None = Non
     return middleware
 
 
-# gunicorn's and uvicorn's exit status for "the app failed to load": see ciba_middleware.wsgi.
-_BOOT_ERROR = 3
+class _Application:
+    """``ciba_middleware.asgi:application``: :func:`from_env`, built at the server's start-up.
+
+    An object of the module, so every server finds it (hypercorn looks names up in the
+    module's namespace); the environment is read when the server starts the app (the
+    lifespan's startup) or, without a lifespan, at the first request, not at import. A bad
+    configuration fails the startup with one line (uvicorn then exits with status 3); without
+    a lifespan, every request gets a clean 500 and the error is logged.
+    """
+
+    def __init__(self) -> None:
+        self._middleware: BackchannelFailMiddleware | None = None
+
+    def _build(self) -> BackchannelFailMiddleware:
+        if self._middleware is None:
+            self._middleware = from_env()
+        return self._middleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            middleware = self._build()
+        except ConfigurationError as exc:
+            message = f"ciba-middleware: configuration error: {exc}"
+        else:
+            return await middleware(scope, receive, send)
+        # Outside the except clause: the server's own error, if it raises one, is not chained to ours.
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed", "message": message})
+            return None
+        log.error("%s", message)
+        if scope["type"] == "http":
+            body = error_body(_UNCONFIGURED)
+            await _send(send, 500, [*HEADERS, ("Content-Length", str(len(body)))], body)
+        return None
 
 
-def __getattr__(name: str) -> Any:
-    """``application``, built from the environment when first looked up, not at import."""
-    if name != "application":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        application = from_env()
-    except ConfigurationError as exc:
-        print(f"ciba-middleware: configuration error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(_BOOT_ERROR) from None
-    globals()["application"] = application
-    return application
+_UNCONFIGURED = InternalError("the fail API is not configured; see the server log.")
+
+application = _Application()

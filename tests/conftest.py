@@ -106,7 +106,8 @@ NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1)
 
 
 class LiveServer:
-    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1 (``server="uvicorn"``: an ASGI app)."""
+    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1 (``server="uvicorn"`` or
+    ``"hypercorn"``: an ASGI app)."""
 
     def __init__(
         self,
@@ -138,6 +139,8 @@ class LiveServer:
         if server == "uvicorn":
             command = ["uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
             command += ["--timeout-graceful-shutdown", "5", "--no-access-log"]
+        elif server == "hypercorn":
+            command = ["hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", *command, *extra, app],
             env=full_env,

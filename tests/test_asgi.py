@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -358,29 +359,50 @@ def test_from_env_errors_name_the_variable(tmp_path: Path, overrides: dict[str, 
         from_env(environ=env(tmp_path, **overrides))
 
 
-def test_application_is_built_when_looked_up_not_at_import(tmp_path: Path) -> None:
-    script = "import ciba_middleware.asgi as m; print('imported'); m.application"
+def test_application_needs_no_configuration_to_import() -> None:
+    script = "from ciba_middleware.asgi import application; print(type(application).__name__)"
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin"},
                          cwd=str(ROOT), timeout=60, check=False)  # fmt: skip
-    assert run.stdout == "imported\n"
-    assert run.returncode == 3
-    assert run.stderr.strip().splitlines() == [
-        "ciba-middleware: configuration error: CIBA_TOKENS (or CIBA_TOKENS_FILE) is not set: no caller could "
-        "authenticate. Create a token with `ciba-middleware token new --service ID`."
-    ]
+    assert (run.returncode, run.stdout, run.stderr) == (0, "_Application\n", "")
 
 
-def test_uvicorn_stops_at_start_up_on_a_bad_configuration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_a_server_stops_at_start_up_on_a_bad_configuration(tmp_path: Path, server: str) -> None:
+    bind = ["--port", "0"] if server == "uvicorn" else ["--bind", "127.0.0.1:0"]
     run = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "--port", "0", "ciba_middleware.asgi:application"],
+        [sys.executable, "-m", server, *bind, "ciba_middleware.asgi:application"],
         capture_output=True, text=True, env={"PATH": "/usr/bin", **env(tmp_path, CIBA_MAX_BODY_BYTES="lots")},
         cwd=str(ROOT), timeout=60, check=False,
     )  # fmt: skip
-    assert run.returncode == 3
-    assert (
-        "ciba-middleware: configuration error: CIBA_MAX_BODY_BYTES must be a positive integer, not 'lots'" in run.stderr
-    )
-    assert "Traceback" not in run.stderr
+    output = run.stdout + run.stderr
+    # The server stopped instead of serving (hypercorn 0.18 exits 0 after a failed startup).
+    assert run.returncode == (3 if server == "uvicorn" else 0)
+    message = "ciba-middleware: configuration error: CIBA_MAX_BODY_BYTES must be a positive integer, not 'lots'"
+    if server == "uvicorn":
+        assert run.stderr.splitlines() == [
+            "INFO:     Started server process [" + run.stderr.split("[", 1)[1].split("]", 1)[0] + "]",
+            "INFO:     Waiting for application startup.",
+            f"ERROR:    {message}",
+            "ERROR:    Application startup failed. Exiting.",
+        ]
+    else:
+        # hypercorn prints its own traceback of the failed startup, ending with the message.
+        assert message in output.strip().splitlines()[-1]
+
+
+def test_without_a_lifespan_every_request_is_a_clean_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ciba_middleware.asgi import _Application
+
+    app = _Application()
+    os_env = {"PATH": "/usr/bin", **env(tmp_path, CIBA_TOKENS="not json")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("CIBA_")]:
+            patch.delenv(name)
+        for name, value in os_env.items():
+            patch.setenv(name, value)
+        status, _, body = answer(call(app, http_scope("/anything")))
+    assert (status, body["resultCode"]) == (500, "A185102")
+    assert "ciba-middleware: configuration error: CIBA_TOKENS is not valid JSON" in caplog.text
 
 
 def test_not_found_app_serves_the_lifespan_and_closes_websockets() -> None:
@@ -526,3 +548,19 @@ def test_only_calls_without_io_run_on_the_loop(store_url: str, on_the_loop: bool
     headers = {"Authorization": BEARER, "Content-Type": "application/json"}
     assert answer(call(middleware, http_scope(V3, headers=headers), [b"{}"]))[0] == 200
     assert (threads == [threading.get_ident()]) is on_the_loop
+
+
+def test_hypercorn_serves_the_application(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'tickets.sqlite3'}"
+    env = {"CIBA_STORE_URL": store_url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_PATH_PREFIX": "/authlete"}
+    live = LiveServer("ciba_middleware.asgi:application", env, server="hypercorn")
+    try:
+        store = store_from_url(store_url)
+        ticket = store.issue(SERVICE)
+        body = iter([b"reason=ACCESS_DENIED&ticket=", ticket.encode()])
+        response = fail_call(live.url + "/authlete" + V3, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert (response.status_code, response.json()["action"]) == (200, "FORBIDDEN")
+        assert not store.exists(SERVICE, ticket)
+        assert requests.get(live.url + "/elsewhere", timeout=5).json() == {"error": "not_found"}
+    finally:
+        live.stop()
