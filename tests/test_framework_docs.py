@@ -83,7 +83,8 @@ def test_the_django_page_checks_as_shown(django_project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def django_server(django_project: Path) -> Iterator[LiveServer]:
-    env = {"CIBA_TOKENS": GRANTS, "PYTHONPATH": str(django_project)}
+    # Explicit: Django's test client of other tests sets DJANGO_SETTINGS_MODULE in this process.
+    env = {"CIBA_TOKENS": GRANTS, "PYTHONPATH": str(django_project), "DJANGO_SETTINGS_MODULE": "mysite.settings"}
     live = LiveServer("mysite.wsgi:application", env, workers=1, extra=("--chdir", str(django_project)))
     yield live
     live.stop()
