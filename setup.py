@@ -11,6 +11,8 @@ Extras:
     server    gunicorn, for ``ciba-middleware serve`` and ``ciba_middleware.wsgi:application``
     dpop      DPoP-bound service access tokens (joserfc checks the proofs' JWS)
     authlete  authlete-python's AuthleteApi served in process (ciba_middleware.authlete)
+    django    the Django integration (ciba_middleware.django)
+    asgi      a server for the ASGI middleware (uvicorn); the middleware itself needs nothing
     test      everything the test suite needs, servers' clients included
     dev       test + the linters, type checker and nox, run by ``.ci/run``
 
@@ -29,6 +31,8 @@ EXTRAS = {
     "server": ["gunicorn>=22.0"],
     "dpop": ["joserfc>=1.8"],
     "authlete": ["authlete>=1.3.0"],
+    "django": ["Django>=4.2"],
+    "asgi": ["uvicorn>=0.30"],
 }
 EXTRAS["test"] = sorted(
     {
@@ -38,6 +42,14 @@ EXTRAS["test"] = sorted(
         *EXTRAS["metrics"],
         *EXTRAS["server"],
         *EXTRAS["dpop"],
+        *EXTRAS["django"],
+        *EXTRAS["asgi"],
+        # the ASGI middleware under Starlette and FastAPI (forms: python-multipart)
+        "starlette>=0.37",
+        "fastapi>=0.110",
+        "python-multipart>=0.0.9",
+        "httptools>=0.6",
+        "hypercorn>=0.16",
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
@@ -67,6 +79,7 @@ EXTRAS["dev"] = sorted(
         "mypy>=1.10",
         "types-PyYAML",
         "types-requests",
+        "django-stubs>=4.2",
         # benchmarks/: profiling the hot path
         "py-spy>=0.3",
         "pyinstrument>=4.6",

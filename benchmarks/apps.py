@@ -298,7 +298,8 @@ APPS: dict[str, Callable[[], WSGIApplication]] = {
 
 def _from_env() -> WSGIApplication | None:
     name = os.environ.get("BENCH_APP")
-    if not name:
+    # Not one of these: a variant of benchmarks.asgi_apps or django_apps, which import this module.
+    if not name or name not in APPS:
         return None
     return APPS[name]()
 

@@ -24,6 +24,11 @@ WORKER_CLASS = "sync"
 NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
 
 
+#: The settings of every uvicorn server (section 5): the same backlog, no access log, the
+#: graceful timeout of gunicorn's; one process (see Server).
+UVICORN = ("uvicorn", "--host", "127.0.0.1", "--backlog", "2048", "--no-access-log", "--timeout-graceful-shutdown", "5")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,7 +38,8 @@ def free_port() -> int:
 
 class Server:
     """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``, or another WSGI
-    application given as ``wsgi`` (``app`` then only names the log)."""
+    application given as ``wsgi`` (``app`` then only names the log); with ``asgi``, that ASGI
+    application under uvicorn (:data:`UVICORN`) instead."""
 
     def __init__(
         self,
@@ -43,6 +49,7 @@ class Server:
         env: Mapping[str, str] | None = None,
         log_dir: Path,
         wsgi: str = "benchmarks.apps:application",
+        asgi: str | None = None,
     ) -> None:
         self.app = app
         self.port = free_port()
@@ -51,24 +58,28 @@ class Server:
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
         self.log_path = log_dir / f"gunicorn-{app}-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
+        command = [
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            WORKER_CLASS,
+            "--backlog",
+            "2048",
+            "--graceful-timeout",
+            "5",
+            *NO_CONTROL_SOCKET,
+            wsgi,
+        ]
+        if asgi is not None:
+            # One process: uvicorn's --workers N leaves Nagle's algorithm on for every
+            # connection (its shared listener has proto 0, so asyncio skips TCP_NODELAY) and
+            # each keep-alive answer then waits ~40 ms for the client's delayed ACK.
+            command = [*UVICORN, "--port", str(self.port), asgi]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--worker-class",
-                WORKER_CLASS,
-                "--backlog",
-                "2048",
-                "--graceful-timeout",
-                "5",
-                *NO_CONTROL_SOCKET,
-                wsgi,
-            ],
+            [sys.executable, "-m", *command],
             env=full_env,
             cwd=str(ROOT),
             stdout=self._log,
@@ -115,13 +126,21 @@ class Server:
 
 @contextlib.contextmanager
 def servers(
-    specs: Mapping[str, tuple[str, Mapping[str, str]]], *, workers: int, log_dir: Path
+    specs: Mapping[str, tuple[str, Mapping[str, str]]],
+    *,
+    workers: int,
+    log_dir: Path,
+    wsgi: str = "benchmarks.apps:application",
+    asgi: str | None = None,
 ) -> Iterator[dict[str, Server]]:
-    """Start one server per ``name: (app, env)``; stop them all on the way out."""
+    """Start one server per ``name: (app, env)``; stop them all on the way out.
+
+    ``wsgi`` and ``asgi`` are :class:`Server`'s: which application the servers load.
+    """
     started: dict[str, Server] = {}
     try:
         for name, (app, env) in specs.items():
-            started[name] = Server(app, workers=workers, env=env, log_dir=log_dir)
+            started[name] = Server(app, workers=workers, env=env, log_dir=log_dir, wsgi=wsgi, asgi=asgi)
         for server in started.values():  # started together, waited for in turn
             server.wait()
         yield started

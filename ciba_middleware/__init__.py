@@ -16,12 +16,14 @@ from .middleware import BackchannelFailMiddleware
 from .reasons import Action, Reason
 from .response import ClientResponse, FailResponse, client_response, not_found_app
 from .stores import TicketStore, store_from_url
+from .views import BackchannelFail
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Action",
     "ApiError",
+    "BackchannelFail",
     "BackchannelFailMiddleware",
     "ClientResponse",
     "ConfigurationError",

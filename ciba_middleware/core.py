@@ -38,7 +38,7 @@ from .request import Body, FailParams, check_fields, read_params
 from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
 from .stores.base import ReplayCache, TicketStore, ticket_hash, well_formed
 
-__all__ = ["API_PATH", "REQUEST_ID_HEADER", "Answer", "FailApi", "Route", "pick_request_id"]
+__all__ = ["API_PATH", "REQUEST_ID_HEADER", "Adapter", "Answer", "FailApi", "Route", "pick_request_id"]
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,35 @@ def pick_request_id(*candidates: str | None) -> str:
         if candidate is not None and _REQUEST_ID.fullmatch(candidate):
             return candidate
     return os.urandom(16).hex()
+
+
+class Adapter:
+    """The base of a transport's adapter (WSGI, ASGI): ``api``, and its settings read through.
+
+    One object holds the settings, the :class:`FailApi`; an adapter only translates.
+    """
+
+    api: FailApi
+
+    @property
+    def store(self) -> TicketStore:
+        return self.api.store
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.api.verifier
+
+    @property
+    def prefix(self) -> str:
+        return self.api.prefix
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.api.max_body_bytes
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return self.api.observers
 
 
 def _ascii(value: str, limit: int = 64) -> str:

@@ -1,4 +1,4 @@
-"""Flask integration: the :class:`CibaMiddleware` extension and the :class:`BackchannelFail` exception.
+"""Flask integration: the :class:`CibaMiddleware` extension, and :class:`BackchannelFail` for its views.
 
 The only module of the package that imports Flask (``pip install ciba-middleware[flask]``).
 
@@ -33,23 +33,21 @@ knows, plus two of its own:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from flask import Flask, Response, current_app
 
-from .auth import TokenVerifier
 from .config import Settings
 from .errors import ConfigurationError
 from .events import Observer
 from .middleware import BackchannelFailMiddleware
 from .reasons import Reason
 from .redact import mask_url
-from .request import check_fields
 from .response import FailResponse, client_response
-from .stores.base import TicketStore, number_option, ticket_hash
+from .stores.base import TicketStore, ticket_hash
+from .views import BackchannelFail, server_error_status, view_service
 
 __all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState"]
 
@@ -57,38 +55,6 @@ log = logging.getLogger(__name__)
 
 #: Where the extension keeps its state: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY = "ciba_middleware"
-
-
-class BackchannelFail(Exception):
-    """Raise from a view to reject a backchannel authentication request (CIBA Core 13).
-
-    The extension's error handler fails the request in process, which deletes ``ticket``
-    from the store, and answers the client with the matching status and
-    ``{"error": ...}`` body (:func:`ciba_middleware.client_response`).
-
-    ``reason`` is a :class:`ciba_middleware.Reason`, its name, or an Authlete DTO enum
-    member. ``description`` and ``uri`` become ``error_description`` and ``error_uri``;
-    they are checked here, against RFC 6749's character sets, so a bad one raises
-    :class:`ciba_middleware.InvalidParameter` (a ``ValueError``) where the view raises,
-    not later in the error handler.
-
-    >>> raise BackchannelFail(Reason.ACCESS_DENIED, ticket=ticket)  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        reason: Reason | str | Enum,
-        ticket: str | None = None,
-        description: str | None = None,
-        uri: str | None = None,
-    ) -> None:
-        name = reason.name if isinstance(reason, Enum) and not isinstance(reason, str) else reason
-        params = check_fields({"ticket": ticket, "reason": name, "errorDescription": description, "errorUri": uri})
-        super().__init__(params.reason.value if description is None else f"{params.reason.value}: {description}")
-        self.reason: Reason = params.reason
-        self.ticket: str | None = params.ticket
-        self.description: str | None = params.error_description
-        self.uri: str | None = params.error_uri
 
 
 @dataclass(frozen=True)
@@ -141,15 +107,15 @@ class CibaMiddleware:
         # Everything that can be refused without opening anything comes first; then the
         # store (threads and connections, for some backends), closed again if the rest fails.
         verifier = settings.build_verifier()
-        service_id = _service_id(app.config, verifier)
-        server_error_status = _server_error_status(app.config)
+        service_id = view_service(app.config.get("CIBA_SERVICE_ID"), verifier)
+        error_status = server_error_status(app.config.get("CIBA_SERVER_ERROR_STATUS"))
         middleware = settings.build_middleware(app.wsgi_app, observers=self.observers, verifier=verifier)
         try:
             state = CibaState(
                 middleware=middleware,
                 settings=settings,
                 service_id=service_id,
-                server_error_status=server_error_status,
+                server_error_status=error_status,
             )
             app.register_error_handler(BackchannelFail, _handle_backchannel_fail)
         except BaseException:
@@ -206,36 +172,3 @@ def _handle_backchannel_fail(error: BackchannelFail) -> Response:
     )
     reply = client_response(answer, server_error_status=state.server_error_status)
     return Response(reply.body, status=reply.status, headers=reply.headers)
-
-
-def _service_id(config: Mapping[str, Any], verifier: TokenVerifier) -> str:
-    value = config.get("CIBA_SERVICE_ID")
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    if value not in (None, ""):
-        raise ConfigurationError(f"CIBA_SERVICE_ID must be a service ID (a string), not {value!r}")
-    found = getattr(verifier, "services", None)
-    services: list[str] = sorted(found) if isinstance(found, frozenset) else []
-    if len(services) == 1:
-        return services[0]
-    raise ConfigurationError(
-        "CIBA_SERVICE_ID is not set and the grants do not name exactly one service "
-        f"({', '.join(services) or 'none'}): set it to the service whose tickets this app issues"
-    )
-
-
-def _server_error_status(config: Mapping[str, Any]) -> int:
-    value = config.get("CIBA_SERVER_ERROR_STATUS")
-    if value is None or value == "":
-        return 500
-    try:
-        status: int = number_option(
-            "CIBA_SERVER_ERROR_STATUS", "CIBA_SERVER_ERROR_STATUS", value, integer=True, minimum=400, maximum=599
-        )
-    except ConfigurationError:
-        raise ConfigurationError(
-            f"CIBA_SERVER_ERROR_STATUS must be an HTTP error status (400-599), not {value!r}"
-        ) from None
-    return status

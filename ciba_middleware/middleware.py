@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .auth import TokenVerifier
-from .core import FailApi, pick_request_id
+from .core import Adapter, FailApi, pick_request_id
 from .dpop import request_url
 from .events import Observer
 from .request import Body
@@ -23,7 +23,7 @@ _NO_BODY = io.BytesIO()
 _new_body = tuple.__new__
 
 
-class BackchannelFailMiddleware:
+class BackchannelFailMiddleware(Adapter):
     """Serve Authlete's ``/backchannel/authentication/fail`` API in front of a WSGI app.
 
     Owns two routes and passes every other request to ``app`` untouched::
@@ -106,28 +106,6 @@ class BackchannelFailMiddleware:
         )
         start_response(answer.status_line, answer.headers)
         return [answer.body]
-
-    # The API's settings, read through: one object holds them.
-
-    @property
-    def store(self) -> TicketStore:
-        return self.api.store
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.api.verifier
-
-    @property
-    def prefix(self) -> str:
-        return self.api.prefix
-
-    @property
-    def max_body_bytes(self) -> int:
-        return self.api.max_body_bytes
-
-    @property
-    def observers(self) -> tuple[Observer, ...]:
-        return self.api.observers
 
 
 def _url(environ: WSGIEnvironment) -> str:

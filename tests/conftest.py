@@ -120,9 +120,18 @@ NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1)
 
 
 class LiveServer:
-    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1."""
+    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1 (``server="uvicorn"`` or
+    ``"hypercorn"``: an ASGI app)."""
 
-    def __init__(self, app: str, env: Mapping[str, str], workers: int = 1, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: str,
+        env: Mapping[str, str],
+        workers: int = 1,
+        extra: tuple[str, ...] = (),
+        server: str = "gunicorn",
+    ) -> None:
+        self.server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -131,21 +140,23 @@ class LiveServer:
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
+        command = [
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            "5",
+            *NO_CONTROL_SOCKET,
+        ]
+        if server == "uvicorn":
+            command = ["uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+            command += ["--timeout-graceful-shutdown", "5", "--no-access-log"]
+        elif server == "hypercorn":
+            command = ["hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--graceful-timeout",
-                "5",
-                *NO_CONTROL_SOCKET,
-                *extra,
-                app,
-            ],
+            [sys.executable, "-m", *command, *extra, app],
             env=full_env,
             cwd=str(ROOT),
             stdout=self._log,
@@ -157,13 +168,13 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.server} exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(requests.RequestException):
                 requests.get(self.url + "/__ready__", timeout=1)
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gunicorn did not start within {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{self.server} did not start within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

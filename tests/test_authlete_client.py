@@ -1,4 +1,5 @@
-"""The PyPI package authlete 1.3.0 as the client, over HTTP, by changing only its base URL."""
+"""The PyPI package authlete 1.3.0 as the client, over HTTP, by changing only its base URL:
+against the WSGI, ASGI and Django adapters."""
 
 from __future__ import annotations
 
@@ -23,12 +24,20 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('authlete') / 'tickets.sqlite3'}"
 
 
-@pytest.fixture(scope="module")
-def server(store_url: str) -> Iterator[LiveServer]:
-    live = LiveServer(
-        "ciba_middleware.wsgi:application",
-        {"CIBA_STORE_URL": store_url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_PATH_PREFIX": "/authlete"},
-    )
+@pytest.fixture(scope="module", params=["wsgi-gunicorn", "asgi-uvicorn", "django-gunicorn"])
+def server(request: pytest.FixtureRequest, store_url: str) -> Iterator[LiveServer]:
+    """The fail API under /authlete, through each adapter."""
+    env = {"CIBA_STORE_URL": store_url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_PATH_PREFIX": "/authlete"}
+    if request.param == "asgi-uvicorn":
+        live = LiveServer("ciba_middleware.asgi:application", env, server="uvicorn")
+    elif request.param == "django-gunicorn":
+        # The project's settings name the prefix; the rest comes from the environment.
+        env["CIBA_TEST_DJANGO_SETTINGS"] = json.dumps(
+            {"PATH_PREFIX": env.pop("CIBA_PATH_PREFIX"), "SERVICE_ID": SERVICE}
+        )
+        live = LiveServer("djangoproject.wsgi:application", env)
+    else:
+        live = LiveServer("ciba_middleware.wsgi:application", env)
     yield live
     live.stop()
 

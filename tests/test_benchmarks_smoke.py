@@ -42,6 +42,11 @@ ROWS = [
     "sqlite: RSS growth",
     "redis: RSS growth",
     "postgresql: RSS growth",
+    "uvicorn: raw ASGI floor (baseline)",
+    "uvicorn: ASGI fail API (memory) / raw ASGI floor",
+    "uvicorn: ASGI fail API (sqlite) / raw ASGI floor",
+    "uvicorn: ASGI app wrapped / bare",
+    "gunicorn: Django wrapped / bare",
 ]
 
 

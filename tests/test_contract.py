@@ -1,7 +1,9 @@
-"""Every table of the contract (fail-api.md), in process and over real HTTP against gunicorn.
+"""Every table of the contract (fail-api.md), in process and over real HTTP, through each adapter.
 
 Each case is a raw request and the exact answer; the ``client`` fixture runs it through
-WebTest and through a gunicorn server built by ``from_env`` around a Flask app.
+the WSGI middleware (WebTest, and gunicorn around a Flask app), the ASGI middleware
+(uvicorn around a Starlette app) and the Django middleware (gunicorn, and Django's test
+client).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from _client import Answer, InProcess, OverHTTP
+from _client import Answer, DjangoTestClient, InProcess, OverHTTP
 from conftest import (
     API_SECRET,
     GRANTS,
@@ -87,15 +89,52 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"the app"]
 
 
-@pytest.fixture(params=["in_process", "gunicorn"])
-def client(request: pytest.FixtureRequest, sqlite_url: str) -> InProcess | OverHTTP:
+@pytest.fixture(scope="module")
+def asgi_server(sqlite_url: str) -> Iterator[LiveServer]:
+    """The ASGI middleware (ciba_middleware.asgi.from_env) around a Starlette app, under uvicorn."""
+    env = {"CIBA_STORE_URL": sqlite_url, "CIBA_TOKENS": json.dumps(GRANTS)}
+    # One process: uvicorn's --workers N leaves Nagle on (docs/asgi.md), 40 ms per keep-alive call.
+    live = LiveServer("_asgi_apps:application", env, server="uvicorn")
+    yield live
+    live.stop()
+
+
+def django_settings(sqlite_url: str) -> dict[str, Any]:
+    return {"STORE_URL": sqlite_url, "TOKENS": GRANTS, "SERVICE_ID": SERVICE}
+
+
+@pytest.fixture(scope="module")
+def django_server(sqlite_url: str) -> Iterator[LiveServer]:
+    """The Django middleware in the test project (tests/djangoproject), under gunicorn."""
+    env = {"CIBA_TEST_DJANGO_SETTINGS": json.dumps(django_settings(sqlite_url))}
+    live = LiveServer("djangoproject.wsgi:application", env, workers=2)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(params=["in_process", "gunicorn", "asgi-uvicorn", "django-gunicorn", "django-test-client"])
+def client(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[InProcess | OverHTTP | DjangoTestClient]:
+    """The same raw requests through each adapter: WSGI, ASGI and Django."""
     if request.param == "gunicorn":
-        return OverHTTP(request.getfixturevalue("server").url)
-    middleware = BackchannelFailMiddleware(app, store=store_from_url(sqlite_url), verifier=StaticTokenVerifier(GRANTS))
-    return InProcess(middleware)
+        yield OverHTTP(request.getfixturevalue("server").url)
+    elif request.param == "asgi-uvicorn":
+        yield OverHTTP(request.getfixturevalue("asgi_server").url)
+    elif request.param == "django-gunicorn":
+        yield OverHTTP(request.getfixturevalue("django_server").url)
+    elif request.param == "django-test-client":
+        django_client = DjangoTestClient(django_settings(sqlite_url))
+        yield django_client
+        django_client.close()
+    else:
+        middleware = BackchannelFailMiddleware(
+            app, store=store_from_url(sqlite_url), verifier=StaticTokenVerifier(GRANTS)
+        )
+        yield InProcess(middleware)
 
 
-def post(client: InProcess | OverHTTP, body: bytes, headers: dict[str, str], path: str = V3) -> Answer:
+def post(
+    client: InProcess | OverHTTP | DjangoTestClient, body: bytes, headers: dict[str, str], path: str = V3
+) -> Answer:
     return client.request("POST", path, headers=headers, body=body)
 
 

@@ -466,3 +466,11 @@ def test_init_app_logs_the_store_without_its_password(tmp_path: Path, caplog: py
     ]
     assert "s3cret" not in caplog.text
     CibaMiddleware.state(app).store.close()
+
+
+def test_backchannel_fail_is_framework_free() -> None:
+    """The exception Flask views raise is the package's own, the one every integration handles."""
+    import ciba_middleware
+    import ciba_middleware.views
+
+    assert BackchannelFail is ciba_middleware.BackchannelFail is ciba_middleware.views.BackchannelFail

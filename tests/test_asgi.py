@@ -1,0 +1,566 @@
+"""The native ASGI middleware: pass-through, bodies, the event loop, views, configuration.
+
+The contract's tables run through it under uvicorn in test_contract.py; here, what is
+particular to ASGI, in process (plain coroutines, no framework) and under real uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer
+from test_passthrough import PASSED_THROUGH
+
+from ciba_middleware import BackchannelFail, ConfigurationError, StaticTokenVerifier, StoreError
+from ciba_middleware.asgi import BackchannelFailMiddleware, from_env, not_found_app
+from ciba_middleware.stores import store_from_url
+from ciba_middleware.stores.memory import MemoryTicketStore
+
+V3 = f"/api/{SERVICE}/backchannel/authentication/fail"
+BEARER = f"Bearer {SERVICE_TOKEN}"
+
+
+class RecordingApp:
+    """An ASGI app that records what it was called with and answers 418."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], Any, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.calls.append((scope, receive, send))
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 418, "headers": []})
+            await send({"type": "http.response.body", "body": b"teapot"})
+
+
+def wrap(app: Any, **options: Any) -> BackchannelFailMiddleware:
+    options.setdefault("store", store_from_url("memory://"))
+    return BackchannelFailMiddleware(app, verifier=StaticTokenVerifier(GRANTS), **options)
+
+
+def http_scope(path: str, method: str = "POST", headers: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    raw = [(name.lower().encode(), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": raw, **extra}
+
+
+def call(middleware: Any, scope: dict[str, Any], chunks: list[bytes] | None = None) -> list[dict[str, Any]]:
+    """Run one request; ``chunks`` are the body's http.request messages (default: none)."""
+    chunks = chunks or [b""]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent
+
+
+def answer(sent: list[dict[str, Any]]) -> tuple[int, dict[bytes, bytes], Any]:
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    return sent[0]["status"], dict(sent[0]["headers"]), json.loads(sent[1]["body"])
+
+
+# -- pass-through -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), PASSED_THROUGH)
+def test_other_requests_reach_the_app_untouched(method: str, path: str) -> None:
+    app = RecordingApp()
+    scope = http_scope(path, method, {"Authorization": "Bearer x"})
+    snapshot = json.dumps(scope, default=repr)
+    sent = call(wrap(app), scope)
+    assert len(app.calls) == 1
+    assert app.calls[0][0] is scope
+    assert json.dumps(scope, default=repr) == snapshot
+    assert sent[0]["status"] == 418
+
+
+@pytest.mark.parametrize("kind", ["websocket", "lifespan"])
+def test_other_scopes_reach_the_app_untouched(kind: str) -> None:
+    app = RecordingApp()
+    scope = {"type": kind, "path": V3, "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    asyncio.run(wrap(app)(scope, receive, send))
+    assert app.calls == [(scope, receive, send)]
+    assert app.calls[0][0] is scope
+
+
+def test_root_path_is_respected() -> None:
+    """Mounted under /authlete, the routes are matched below it; the app sees the rest as it came."""
+    app = RecordingApp()
+    middleware = wrap(app)
+    headers = {"Authorization": BEARER, "Content-Type": "application/json"}
+    scope = http_scope(f"/authlete{V3}", headers=headers, root_path="/authlete")
+    status, _, body = answer(call(middleware, scope, [b'{"reason":"ACCESS_DENIED"}']))
+    assert (status, body["action"]) == (200, "FORBIDDEN")
+    # A server that leaves root_path out of path (before ASGI said otherwise) works too.
+    status, _, body = answer(call(middleware, http_scope(V3, headers=headers, root_path="/authlete"), [b"{}"]))
+    assert status == 200
+    # /authletex is not under /authlete.
+    call(middleware, http_scope(f"/authletex{V3}", headers=headers, root_path="/authlete"))
+    assert len(app.calls) == 1
+    assert not wrap(app, prefix="/authlete").api.route("/api/backchannel/authentication/fail")
+
+
+def test_a_non_ascii_service_id_is_matched_as_wsgi_would() -> None:
+    store = MemoryTicketStore()
+    middleware = BackchannelFailMiddleware(
+        RecordingApp(), store=store, verifier=StaticTokenVerifier([{"service": "caf\u00e9", "token": "t" * 32}])
+    )
+    ticket = store.issue("caf\u00e9")
+    headers = {"Authorization": "Bearer " + "t" * 32, "Content-Type": "application/json"}
+    sent = call(middleware, http_scope("/api/caf\u00e9/backchannel/authentication/fail", headers=headers),
+                [json.dumps({"ticket": ticket}).encode()])  # fmt: skip
+    assert answer(sent)[0] == 200
+    assert not store.exists("caf\u00e9", ticket)
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+
+def test_a_chunked_body_is_read_to_its_end() -> None:
+    store = MemoryTicketStore()
+    ticket = store.issue(SERVICE)
+    body = json.dumps({"ticket": ticket, "reason": "UNKNOWN_USER_ID"}).encode()
+    headers = {"Authorization": BEARER, "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    sent = call(wrap(RecordingApp(), store=store), http_scope(V3, headers=headers), [body[:5], b"", body[5:]])
+    assert answer(sent)[2]["action"] == "BAD_REQUEST"
+    assert not store.exists(SERVICE, ticket)
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_not_read_past_it() -> None:
+    middleware = wrap(RecordingApp(), max_body_bytes=100)
+    chunks = [b"x" * 60] * 10
+    headers = {"Authorization": BEARER, "Content-Type": "application/json"}
+    sent = call(middleware, http_scope(V3, headers=headers), chunks)
+    status, _, body = answer(sent)
+    assert (status, body["resultCode"]) == (413, "A185204")
+    assert body["resultMessage"].endswith("the body is over the limit of 100 bytes.")
+
+
+def test_a_content_length_over_the_limit_is_413_without_reading() -> None:
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * 200}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = http_scope(
+        V3, headers={"Authorization": BEARER, "Content-Type": "application/json", "Content-Length": "200"}
+    )
+    asyncio.run(wrap(RecordingApp(), max_body_bytes=100)(scope, receive, send))
+    assert received == []
+    assert answer(sent)[0] == 413
+
+
+def test_a_client_that_leaves_gets_nothing_and_deletes_nothing() -> None:
+    store = MemoryTicketStore()
+    ticket = store.issue(SERVICE)
+    scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json"})
+    messages = [{"type": "http.request", "body": json.dumps({"ticket": ticket}).encode()[:10], "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(wrap(RecordingApp(), store=store)(scope, receive, send))
+    assert sent == []
+    assert store.exists(SERVICE, ticket)
+
+
+def test_repeated_headers_are_joined_as_wsgi_joins_them() -> None:
+    scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json"})
+    scope["headers"].append((b"content-length", b"2"))
+    scope["headers"].append((b"content-length", b"2"))
+    status, _, body = answer(call(wrap(RecordingApp()), scope, [b"{}"]))
+    assert (status, body["resultCode"]) == (400, "A185201")
+    assert "Content-Length '2,2' is not a number of bytes." in body["resultMessage"]
+
+
+# -- the event loop ---------------------------------------------------------------------------
+
+
+class SlowStore(MemoryTicketStore):
+    """A store whose delete takes 0.3 s, like a store behind a slow network."""
+
+    def delete(self, service_id: str, ticket: str) -> bool:
+        time.sleep(0.3)
+        return super().delete(service_id, ticket)
+
+
+def test_a_slow_store_does_not_hold_the_event_loop() -> None:
+    store = SlowStore()
+    middleware = wrap(RecordingApp(), store=store)
+    tickets = [store.issue(SERVICE) for _ in range(4)]
+    ticks: list[float] = []
+
+    async def one(ticket: str) -> list[dict[str, Any]]:
+        messages = [{"type": "http.request", "body": json.dumps({"ticket": ticket}).encode()}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json"})
+        await middleware(scope, receive, send)
+        return sent
+
+    async def ticker(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop))
+        started = time.monotonic()
+        results = await asyncio.gather(*(one(t) for t in tickets))
+        elapsed = time.monotonic() - started
+        stop.set()
+        await tick
+        assert all(answer(sent)[0] == 200 for sent in results)
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    # Four 0.3 s deletes side by side, not one after the other, and the loop kept ticking.
+    assert elapsed < 1.0
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert max(gaps) < 0.15
+    assert not any(store.exists(SERVICE, t) for t in tickets)
+
+
+# -- for views: fail(), issue_ticket(), the exception handler ---------------------------------
+
+
+def test_fail_and_issue_ticket_are_coroutines() -> None:
+    store = MemoryTicketStore()
+    middleware = wrap(RecordingApp(), store=store, service_id=SERVICE)
+
+    async def main() -> None:
+        ticket = await middleware.issue_ticket()
+        assert store.exists(SERVICE, ticket)
+        response = await middleware.fail(SERVICE, ticket, "ACCESS_DENIED")
+        assert (response.action.value, response.response_content) == ("FORBIDDEN", '{"error":"access_denied"}')
+        assert not store.exists(SERVICE, ticket)
+
+    asyncio.run(main())
+
+
+def test_the_handler_answers_the_client_and_deletes_the_ticket() -> None:
+    store = MemoryTicketStore()
+    middleware = wrap(RecordingApp(), store=store, service_id=SERVICE, server_error_status=503)
+
+    async def main() -> None:
+        ticket = await middleware.issue_ticket(ttl=60)
+        reply = await middleware.exception_handler(None, BackchannelFail("UNKNOWN_USER_ID", ticket, "No such user"))
+        assert (reply.status_code, reply.body) == (
+            400,
+            b'{"error":"unknown_user_id","error_description":"No such user"}',
+        )
+        assert not store.exists(SERVICE, ticket)
+        reply = await middleware.exception_handler(None, BackchannelFail("SERVER_ERROR"))
+        assert reply.status_code == 503
+        with pytest.raises(KeyError):
+            await middleware.exception_handler(None, KeyError("not ours"))
+
+    asyncio.run(main())
+
+
+def test_a_view_on_a_failing_store_gets_server_error() -> None:
+    class BrokenStore(MemoryTicketStore):
+        def delete(self, service_id: str, ticket: str) -> bool:
+            raise StoreError("down")
+
+    middleware = wrap(RecordingApp(), store=BrokenStore(), service_id=SERVICE)
+    reply = asyncio.run(middleware.exception_handler(None, BackchannelFail("ACCESS_DENIED", "t" * 43)))
+    assert (reply.status_code, reply.body) == (500, b'{"error":"server_error"}')
+
+
+def test_the_service_of_views() -> None:
+    # The grants cover three services: a view needs to be told which one.
+    middleware = wrap(RecordingApp())
+    with pytest.raises(ConfigurationError, match=r"service_id is not set and the grants do not name exactly one"):
+        _ = middleware.service_id
+    one = [{"service": "42", "token_sha256": "0" * 64}]
+    alone = BackchannelFailMiddleware(RecordingApp(), store=MemoryTicketStore(), verifier=StaticTokenVerifier(one))
+    assert alone.service_id == "42"
+    with pytest.raises(ConfigurationError, match=r"server_error_status must be an HTTP error status \(400-599\)"):
+        wrap(RecordingApp(), server_error_status=200)
+    with pytest.raises(ConfigurationError, match=r"service_id must be a service ID \(a string\), not \[\]"):
+        wrap(RecordingApp(), service_id=[])
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    values = {"CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}", "CIBA_TOKENS": json.dumps(GRANTS)}
+    values.update(overrides)
+    return values
+
+
+def test_from_env(tmp_path: Path) -> None:
+    middleware = from_env(environ=env(tmp_path, CIBA_PATH_PREFIX="/authlete", CIBA_SERVICE_ID="42",
+                                      CIBA_SERVER_ERROR_STATUS="503"))  # fmt: skip
+    assert (middleware.app, middleware.prefix, middleware.service_id) == (not_found_app, "/authlete", "42")
+    assert middleware.server_error_status == 503
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({"CIBA_TOKENS": ""}, "CIBA_TOKENS (or CIBA_TOKENS_FILE) is not set", id="no-tokens"),
+        pytest.param({"CIBA_SERVER_ERROR_STATUS": "five"}, "CIBA_SERVER_ERROR_STATUS must be an HTTP error status",
+                     id="bad-status"),
+        pytest.param({"CIBA_SERVICE_ID": " "}, "CIBA_SERVICE_ID must be a service ID (a string), not ' '",
+                     id="blank-service"),
+        pytest.param({"CIBA_METRICS_PATH": "/metrics", "CIBA_METRICS_TOKEN_SHA256": "0" * 64},
+                     "CIBA_METRICS_PATH is set, but the ASGI middleware does not serve metrics", id="metrics"),
+        pytest.param({"CIBA_PATH_PREFIX": "authlete"}, "CIBA_PATH_PREFIX must be empty or like /authlete",
+                     id="bad-prefix"),
+    ],
+)  # fmt: skip
+def test_from_env_errors_name_the_variable(tmp_path: Path, overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        from_env(environ=env(tmp_path, **overrides))
+
+
+def test_application_needs_no_configuration_to_import() -> None:
+    script = "from ciba_middleware.asgi import application; print(type(application).__name__)"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin"},
+                         cwd=str(ROOT), timeout=60, check=False)  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (0, "_Application\n", "")
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_a_server_stops_at_start_up_on_a_bad_configuration(tmp_path: Path, server: str) -> None:
+    bind = ["--port", "0"] if server == "uvicorn" else ["--bind", "127.0.0.1:0"]
+    run = subprocess.run(
+        [sys.executable, "-m", server, *bind, "ciba_middleware.asgi:application"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin", **env(tmp_path, CIBA_MAX_BODY_BYTES="lots")},
+        cwd=str(ROOT), timeout=60, check=False,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    # The server stopped instead of serving (hypercorn 0.18 exits 0 after a failed startup).
+    assert run.returncode == (3 if server == "uvicorn" else 0)
+    message = "ciba-middleware: configuration error: CIBA_MAX_BODY_BYTES must be a whole number of bytes from 1 to 1048576, not 'lots'"
+    if server == "uvicorn":
+        assert run.stderr.splitlines() == [
+            "INFO:     Started server process [" + run.stderr.split("[", 1)[1].split("]", 1)[0] + "]",
+            "INFO:     Waiting for application startup.",
+            f"ERROR:    {message}",
+            "ERROR:    Application startup failed. Exiting.",
+        ]
+    else:
+        # hypercorn prints its own traceback of the failed startup, ending with the message.
+        assert message in output.strip().splitlines()[-1]
+
+
+def test_without_a_lifespan_every_request_is_a_clean_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ciba_middleware.asgi import _Application
+
+    app = _Application()
+    os_env = {"PATH": "/usr/bin", **env(tmp_path, CIBA_TOKENS="not json")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("CIBA_")]:
+            patch.delenv(name)
+        for name, value in os_env.items():
+            patch.setenv(name, value)
+        status, _, body = answer(call(app, http_scope("/anything")))
+    assert (status, body["resultCode"]) == (500, "A001101")
+    assert "ciba-middleware: configuration error: CIBA_TOKENS is not valid JSON" in caplog.text
+
+
+def test_not_found_app_serves_the_lifespan_and_closes_websockets() -> None:
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(not_found_app({"type": "lifespan"}, receive, send))
+    asyncio.run(not_found_app({"type": "websocket"}, receive, send))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete", "websocket.close"]
+
+
+# -- under uvicorn ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("asgi")
+    url = f"sqlite:///{tmp / 'tickets.sqlite3'}"
+    base = {"CIBA_STORE_URL": url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_SERVICE_ID": SERVICE}
+    started = {
+        "starlette": LiveServer(
+            "_asgi_apps:application", {**base, "CIBA_SERVER_ERROR_STATUS": "503"}, server="uvicorn"
+        ),
+        "mounted": LiveServer("_asgi_apps:mounted", base, server="uvicorn"),
+        "fastapi": LiveServer("_asgi_apps:fastapi_app", base, server="uvicorn"),
+    }
+    yield {"store_url": url, **started}
+    for server in started.values():
+        server.stop()
+
+
+def fail_call(url: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+    return requests.post(url, data=body, headers={"Authorization": BEARER, **(headers or {})}, timeout=10)
+
+
+def test_chunked_bodies_over_http(servers: dict[str, Any]) -> None:
+    store = store_from_url(servers["store_url"])
+    ticket = store.issue(SERVICE)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"reason=UNKNOWN_USER_ID&"
+        yield f"ticket={ticket}".encode()
+
+    response = fail_call(servers["starlette"].url + V3, chunks(), {"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    assert response.json()["action"] == "BAD_REQUEST"
+    assert not store.exists(SERVICE, ticket)
+    big = (b"x" * 1000 for _ in range(20))
+    response = fail_call(servers["starlette"].url + V3, big, {"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["resultCode"]) == (413, "A185204")
+
+
+def test_pass_through_over_http(servers: dict[str, Any]) -> None:
+    base = servers["starlette"].url
+    hello = requests.get(base + "/hello", timeout=5)
+    assert (hello.status_code, hello.headers["X-App"], hello.text) == (201, "yes", "hello from the app")
+    near = requests.post(base + "/api/other/backchannel/authentication/fail/extra", timeout=5)
+    assert near.text == "the app's own route"
+    with requests.get(base + "/stream", stream=True, timeout=5) as response:
+        assert [line for line in response.iter_lines() if line] == [f"chunk {i}".encode() for i in range(5)]
+    echo = requests.post(base + "/api/x/y/backchannel/authentication/fail", data=b"raw \xff",
+                         headers={"Authorization": "Bearer x"}, timeout=5)  # fmt: skip
+    assert echo.json() == {"method": "POST", "path": "/api/x/y/backchannel/authentication/fail", "root_path": "",
+                           "body": "raw \u00ff", "authorization": "Bearer x"}  # fmt: skip
+    assert requests.get(base + "/nowhere", timeout=5).status_code == 404
+
+
+def test_mounted_under_a_path(servers: dict[str, Any]) -> None:
+    base = servers["mounted"].url
+    response = fail_call(base + "/authlete" + V3, b'{"reason":"ACCESS_DENIED"}', {"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["action"]) == (200, "FORBIDDEN")
+    # Below the mount, other paths are the mounted app's (here the JSON 404); outside it, the outer app's.
+    assert requests.get(base + "/authlete/other", timeout=5).json() == {"error": "not_found"}
+    assert fail_call(base + V3, b"{}").status_code == 404
+    assert requests.post(base + "/echo", data=b"x", timeout=5).json()["body"] == "x"
+
+
+def test_a_starlette_view_raises_backchannel_fail(servers: dict[str, Any]) -> None:
+    base = servers["starlette"].url
+    store = store_from_url(servers["store_url"])
+    ticket = requests.post(base + "/issue", timeout=5).text
+    assert store.exists(SERVICE, ticket)
+    response = requests.post(base + "/reject", data={"reason": "ACCESS_DENIED", "ticket": ticket,
+                                                     "description": "Denied by the user"}, timeout=5)  # fmt: skip
+    assert response.status_code == 403
+    assert response.json() == {"error": "access_denied", "error_description": "Denied by the user"}
+    assert (response.headers["Cache-Control"], response.headers["Pragma"]) == ("no-store", "no-cache")
+    assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert response.headers["Content-Length"] == str(len(response.content))
+    assert not store.exists(SERVICE, ticket)
+    # CIBA_SERVER_ERROR_STATUS=503 for this server.
+    assert requests.post(base + "/reject", data={"reason": "SERVER_ERROR"}, timeout=5).status_code == 503
+
+
+def test_a_fastapi_view_raises_backchannel_fail(servers: dict[str, Any]) -> None:
+    base = servers["fastapi"].url
+    store = store_from_url(servers["store_url"])
+    ok = requests.post(base + "/backchannel/authentication", data={"login_hint": "known"}, timeout=5)
+    assert store.exists(SERVICE, ok.json()["ticket"])
+    response = requests.post(base + "/backchannel/authentication", data=urlencode({"login_hint": "nobody"}),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {"error": "unknown_user_id", "error_description": "No such user"}
+    response = fail_call(base + V3, b'{"reason":"INVALID_TARGET"}', {"Content-Type": "application/json"})
+    assert response.json()["action"] == "BAD_REQUEST"
+    assert requests.get(base + "/docs", timeout=5).status_code == 200
+
+
+def test_many_calls_side_by_side(servers: dict[str, Any]) -> None:
+    store = store_from_url(servers["store_url"])
+    tickets = [store.issue(SERVICE) for _ in range(40)]
+    url = servers["starlette"].url + V3
+    statuses: list[int] = []
+
+    def worker(chunk: list[str]) -> None:
+        with requests.Session() as session:
+            for ticket in chunk:
+                response = session.post(url, json={"ticket": ticket, "reason": "ACCESS_DENIED"},
+                                        headers={"Authorization": BEARER}, timeout=10)  # fmt: skip
+                statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=worker, args=(tickets[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 40
+    assert not any(store.exists(SERVICE, t) for t in tickets)
+
+
+@pytest.mark.parametrize(("store_url", "on_the_loop"), [("memory://", True), ("sqlite:///:memory:", False)])
+def test_only_calls_without_io_run_on_the_loop(store_url: str, on_the_loop: bool) -> None:
+    """memory:// with static grants does no I/O and stays on the loop; any other store goes to a thread."""
+    threads: list[int] = []
+    observers = [lambda event: threads.append(threading.get_ident())]
+    middleware = wrap(RecordingApp(), store=store_from_url(store_url), observers=observers)
+    headers = {"Authorization": BEARER, "Content-Type": "application/json"}
+    assert answer(call(middleware, http_scope(V3, headers=headers), [b"{}"]))[0] == 200
+    assert (threads == [threading.get_ident()]) is on_the_loop
+
+
+def test_hypercorn_serves_the_application(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'tickets.sqlite3'}"
+    env = {"CIBA_STORE_URL": store_url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_PATH_PREFIX": "/authlete"}
+    live = LiveServer("ciba_middleware.asgi:application", env, server="hypercorn")
+    try:
+        store = store_from_url(store_url)
+        ticket = store.issue(SERVICE)
+        body = iter([b"reason=ACCESS_DENIED&ticket=", ticket.encode()])
+        response = fail_call(live.url + "/authlete" + V3, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert (response.status_code, response.json()["action"]) == (200, "FORBIDDEN")
+        assert not store.exists(SERVICE, ticket)
+        assert requests.get(live.url + "/elsewhere", timeout=5).json() == {"error": "not_found"}
+    finally:
+        live.stop()
