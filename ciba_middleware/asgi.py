@@ -30,20 +30,17 @@ import functools
 import io
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from enum import Enum
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
-from .core import API_PATH, Adapter, FailApi, pick_request_id
+from .core import API_PATH, Adapter, FailApi, FailApiOptions, pick_request_id
 from .dpop import request_url
 from .errors import ConfigurationError, InternalError
-from .events import Observer
-from .reasons import Reason
 from .redact import mask_url
 from .request import Body
-from .response import HEADERS, FailResponse, client_response, error_body
+from .response import HEADERS, client_response, error_body
 from .stores.base import TicketStore, ticket_hash
 from .stores.memory import MemoryTicketStore
 from .views import BackchannelFail, server_error_status, view_service
@@ -72,6 +69,23 @@ _WANTED = frozenset(
 )
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _off_the_loop(
+    method: Callable[Concatenate[FailApi, P], T],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
+    """``method`` of the adapter's FailApi as a coroutine method that runs it in a worker thread."""
+
+    async def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        work = functools.partial(method, self.api, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    call.__doc__ = f"{method.__doc__}\n\nA coroutine here: the call runs in a worker thread."
+    return call
+
+
 class BackchannelFailMiddleware(Adapter):
     """Serve Authlete's ``/backchannel/authentication/fail`` API in front of an ASGI app.
 
@@ -93,13 +107,11 @@ class BackchannelFailMiddleware(Adapter):
         *,
         store: TicketStore,
         verifier: TokenVerifier,
-        prefix: str = "",
-        max_body_bytes: int = 16384,
-        observers: Sequence[Observer] = (),
         service_id: str | None = None,
         server_error_status: int = 500,
+        **options: Unpack[FailApiOptions],
     ) -> None:
-        api = FailApi(store=store, verifier=verifier, prefix=prefix, max_body_bytes=max_body_bytes, observers=observers)
+        api = FailApi(store=store, verifier=verifier, **options)
         self._setup(app, api, service_id, server_error_status)
 
     @classmethod
@@ -171,17 +183,9 @@ class BackchannelFailMiddleware(Adapter):
             self._service_id = view_service(None, self.api.verifier, "service_id")
         return self._service_id
 
-    async def fail(
-        self,
-        service_id: str,
-        ticket: str | None = None,
-        reason: Reason | str | Enum | None = None,
-        error_description: str | None = None,
-        error_uri: str | None = None,
-    ) -> FailResponse:
-        """Fail a request in process (:meth:`FailApi.fail`), off the event loop."""
-        call = functools.partial(self.api.fail, service_id, ticket, reason, error_description, error_uri)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
+    #: :meth:`FailApi.fail <ciba_middleware.core.FailApi.fail>` as a coroutine: the same
+    #: arguments, the call made in a worker thread, off the event loop.
+    fail = _off_the_loop(FailApi.fail)
 
     async def issue_ticket(self, ttl: float | None = None) -> str:
         """A new ticket for :attr:`service_id`, living ``ttl`` seconds (the store's default TTL by default).

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from enum import Enum
 from http import HTTPStatus
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypedDict
 
 from .auth import Principal, TokenVerifier, authenticate
 from .errors import (
@@ -38,7 +38,16 @@ from .request import Body, FailParams, check_fields, read_params
 from .response import HEADERS, PLAIN_ANSWERS, SUCCESS_CODE, FailResponse, error_body, success_json
 from .stores.base import ReplayCache, TicketStore, ticket_hash, well_formed
 
-__all__ = ["API_PATH", "REQUEST_ID_HEADER", "Adapter", "Answer", "FailApi", "Route", "pick_request_id"]
+__all__ = [
+    "API_PATH",
+    "REQUEST_ID_HEADER",
+    "Adapter",
+    "Answer",
+    "FailApi",
+    "FailApiOptions",
+    "Route",
+    "pick_request_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,14 @@ class Answer(NamedTuple):
 
 # tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
 _new_answer = tuple.__new__
+
+
+class FailApiOptions(TypedDict, total=False):
+    """:class:`FailApi`'s optional settings, for an adapter that takes them through (``**options``)."""
+
+    prefix: str
+    max_body_bytes: int
+    observers: Sequence[Observer]
 
 
 class FailApi:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Unpack
 
 from .auth import TokenVerifier
-from .core import Adapter, FailApi, pick_request_id
+from .core import Adapter, FailApi, FailApiOptions, pick_request_id
 from .dpop import request_url
-from .events import Observer
 from .request import Body
 from .stores.base import TicketStore
 
@@ -61,14 +60,10 @@ class BackchannelFailMiddleware(Adapter):
         *,
         store: TicketStore,
         verifier: TokenVerifier,
-        prefix: str = "",
-        max_body_bytes: int = 16384,
-        observers: Sequence[Observer] = (),
+        **options: Unpack[FailApiOptions],
     ) -> None:
         self.app = app
-        self.api = FailApi(
-            store=store, verifier=verifier, prefix=prefix, max_body_bytes=max_body_bytes, observers=observers
-        )
+        self.api = FailApi(store=store, verifier=verifier, **options)
         #: Fail a request in process, from the wrapped app: :meth:`FailApi.fail`.
         self.fail = self.api.fail
 

@@ -377,7 +377,10 @@ def test_a_server_stops_at_start_up_on_a_bad_configuration(tmp_path: Path, serve
     output = run.stdout + run.stderr
     # The server stopped instead of serving (hypercorn 0.18 exits 0 after a failed startup).
     assert run.returncode == (3 if server == "uvicorn" else 0)
-    message = "ciba-middleware: configuration error: CIBA_MAX_BODY_BYTES must be a whole number of bytes from 1 to 1048576, not 'lots'"
+    message = (
+        "ciba-middleware: configuration error: "
+        "CIBA_MAX_BODY_BYTES must be a whole number of bytes from 1 to 1048576, not 'lots'"
+    )
     if server == "uvicorn":
         assert run.stderr.splitlines() == [
             "INFO:     Started server process [" + run.stderr.split("[", 1)[1].split("]", 1)[0] + "]",

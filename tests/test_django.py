@@ -217,7 +217,8 @@ def checks(settings: Any, monkeypatch: pytest.MonkeyPatch, **env: str) -> list[t
         pytest.param({"SERVICE_ID": SERVICE}, {"CIBA_TOKENS": "[]"}, [("ciba_middleware.E001",
                      "CIBA_TOKENS must be a non-empty JSON list of grants")], id="env-key-named-as-env"),
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "MAX_BODY_BYTES": "lots"}, {}, [("ciba_middleware.E001",
-                     "CIBA_MIDDLEWARE[\"MAX_BODY_BYTES\"] must be a whole number of bytes from 1 to 1048576, not 'lots'")], id="bad-number"),
+                     "CIBA_MIDDLEWARE[\"MAX_BODY_BYTES\"] must be a whole number of bytes from 1 to 1048576, "
+                     "not 'lots'")], id="bad-number"),
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "STORE_URL": "mysql://x"}, {}, [("ciba_middleware.E001",
                      'CIBA_MIDDLEWARE["STORE_URL"]: unknown ticket store URL scheme mysql://')], id="bad-store"),
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "SERVER_ERROR_STATUS": 200}, {},
