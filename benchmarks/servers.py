@@ -1,4 +1,4 @@
-"""gunicorn servers for the end-to-end rows: one process group per variant, same settings."""
+"""Web servers on spare ports: the end-to-end rows' (one process group per variant, same settings), and the tests'."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import gunicorn
@@ -24,11 +24,6 @@ WORKER_CLASS = "sync"
 NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
 
 
-#: The settings of every uvicorn server (section 5): the same backlog, no access log, the
-#: graceful timeout of gunicorn's; one process (see Server).
-UVICORN = ("uvicorn", "--host", "127.0.0.1", "--backlog", "2048", "--no-access-log", "--timeout-graceful-shutdown", "5")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,50 +31,37 @@ def free_port() -> int:
         return port
 
 
-class Server:
-    """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``, or another WSGI
-    application given as ``wsgi`` (``app`` then only names the log); with ``asgi``, that ASGI
-    application under uvicorn (:data:`UVICORN`) instead."""
+class Process:
+    """A web server process on a free port of 127.0.0.1, its output in a log file.
+
+    ``server`` is ``gunicorn`` (a WSGI app), ``uvicorn`` or ``hypercorn`` (an ASGI app);
+    ``options`` go on its command line before ``app``; ``pythonpath`` is put in front of the
+    repository on its ``PYTHONPATH``. The one launcher of the tests' servers
+    (``tests/conftest.py``'s ``LiveServer``) and the benchmarks' (:class:`Server`).
+    """
 
     def __init__(
         self,
         app: str,
         *,
-        workers: int,
+        log_path: Path,
         env: Mapping[str, str] | None = None,
-        log_dir: Path,
-        wsgi: str = "benchmarks.apps:application",
-        asgi: str | None = None,
+        server: str = "gunicorn",
+        workers: int = 1,
+        options: Sequence[str] = (),
+        pythonpath: Sequence[Path] = (),
     ) -> None:
         self.app = app
+        self.server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **(env or {}), "BENCH_APP": app, "PYTHONUNBUFFERED": "1"}
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
-        self.log_path = log_dir / f"gunicorn-{app}-{self.port}.log"
+        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        paths = [str(ROOT), *map(str, pythonpath), full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+        self.log_path = log_path
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
-        command = [
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            WORKER_CLASS,
-            "--backlog",
-            "2048",
-            "--graceful-timeout",
-            "5",
-            *NO_CONTROL_SOCKET,
-            wsgi,
-        ]
-        if asgi is not None:
-            # One process: uvicorn's --workers N leaves Nagle's algorithm on for every
-            # connection (its shared listener has proto 0, so asyncio skips TCP_NODELAY) and
-            # each keep-alive answer then waits ~40 ms for the client's delayed ACK.
-            command = [*UVICORN, "--port", str(self.port), asgi]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", *command],
+            [sys.executable, "-m", *_command(server, self.port, workers), *options, app],
             env=full_env,
             cwd=str(ROOT),
             stdout=self._log,
@@ -88,18 +70,18 @@ class Server:
         )
 
     def wait(self, timeout: float = 30.0) -> None:
-        """Until the server answers (or raise, with the end of its log)."""
+        """Until the server answers (or raise, with its log)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn ({self.app}) exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.server} ({self.app}) exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"GET /__ready__ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /__ready__ HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
                 if s.recv(16).startswith(b"HTTP/1."):
                     return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gunicorn ({self.app}) did not start within {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{self.server} ({self.app}) did not start within {timeout}s:\n{self.log()}")
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -108,8 +90,8 @@ class Server:
         except OSError:
             return []
 
-    def log(self, tail: int | None = 4000) -> str:
-        """The end of the server's log (all of it with ``tail=None``)."""
+    def log(self, tail: int | None = None) -> str:
+        """The server's log (its last ``tail`` characters when given)."""
         text = self.log_path.read_text(errors="replace")
         return text if tail is None else text[-tail:]
 
@@ -122,6 +104,56 @@ class Server:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def _command(server: str, port: int, workers: int) -> list[str]:
+    """The server's command line up to its own options: bound to 127.0.0.1:``port``."""
+    if server == "gunicorn":
+        return [
+            *("gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+            *("--graceful-timeout", "5", *NO_CONTROL_SOCKET),
+        ]
+    if server == "uvicorn":
+        return [
+            *("uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--timeout-graceful-shutdown", "5", "--no-access-log"),
+        ]
+    if server == "hypercorn":
+        return ["hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    raise ValueError(f"unknown server {server!r}")
+
+
+class Server(Process):
+    """``gunicorn benchmarks.apps:application`` with ``BENCH_APP`` = ``app``, or another WSGI
+    application given as ``wsgi`` (``app`` then only names the log); with ``asgi``, that ASGI
+    application under uvicorn instead. Every server gets the settings of docs/performance.md."""
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        workers: int,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path,
+        wsgi: str = "benchmarks.apps:application",
+        asgi: str | None = None,
+    ) -> None:
+        full_env = {**(env or {}), "BENCH_APP": app}
+        log_path = log_dir / f"{'uvicorn' if asgi else 'gunicorn'}-{app}-{free_port()}.log"
+        if asgi is None:
+            options: tuple[str, ...] = ("--worker-class", WORKER_CLASS, "--backlog", "2048")
+            super().__init__(wsgi, log_path=log_path, env=full_env, workers=workers, options=options)
+        else:
+            # One process: uvicorn's --workers N leaves Nagle's algorithm on for every
+            # connection (its shared listener has proto 0, so asyncio skips TCP_NODELAY) and
+            # each keep-alive answer then waits ~40 ms for the client's delayed ACK.
+            options = ("--backlog", "2048")
+            super().__init__(asgi, log_path=log_path, env=full_env, server="uvicorn", options=options)
+        self.app = app
+
+    def log(self, tail: int | None = 4000) -> str:
+        """The end of the server's log (all of it with ``tail=None``)."""
+        return super().log(tail)
 
 
 @contextlib.contextmanager

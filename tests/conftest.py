@@ -10,22 +10,24 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import gunicorn
 import pytest
-import requests
 
 from ciba_middleware import sha256_hex
 
 ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/ holds the one launcher of servers, shared with the benchmarks.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.servers import Process  # noqa: E402
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 REDIS_URL = os.environ.get("CIBA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -74,13 +76,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """A Redis URL on a dedicated DB number (15), emptied by the tests that use it."""
@@ -114,14 +109,10 @@ def unique_name(prefix: str = "ciba_test") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-#: gunicorn >= 25.1 opens a control socket at one path per user; servers started side by side
-#: would take it from each other, and a developer's own gunicorn would lose it.
-NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
-
-
-class LiveServer:
-    """A gunicorn process serving a WSGI app on a free port of 127.0.0.1 (``server="uvicorn"`` or
-    ``"hypercorn"``: an ASGI app)."""
+class LiveServer(Process):
+    """A server process serving a WSGI app on a free port of 127.0.0.1, started and answering
+    (``server="uvicorn"`` or ``"hypercorn"``: an ASGI app). ``extra`` options go on its
+    command line; the repository and ``tests/`` are on its ``PYTHONPATH``."""
 
     def __init__(
         self,
@@ -131,63 +122,11 @@ class LiveServer:
         extra: tuple[str, ...] = (),
         server: str = "gunicorn",
     ) -> None:
-        self.server = server
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        # The repository (for example_app) and tests/ (for test apps such as _apps:application).
-        paths = [str(ROOT), str(ROOT / "tests"), full_env.get("PYTHONPATH", "")]
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
-        command = [
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            "--graceful-timeout",
-            "5",
-            *NO_CONTROL_SOCKET,
-        ]
-        if server == "uvicorn":
-            command = ["uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
-            command += ["--timeout-graceful-shutdown", "5", "--no-access-log"]
-        elif server == "hypercorn":
-            command = ["hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", *command, *extra, app],
-            env=full_env,
-            cwd=str(ROOT),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        log_path = Path(tempfile.mkstemp(prefix=f"{server}-", suffix=".log")[1])
+        super().__init__(
+            app, log_path=log_path, env=env, server=server, workers=workers, options=extra, pythonpath=[ROOT / "tests"]
         )
-        self._wait()
-
-    def _wait(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.server} exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(requests.RequestException):
-                requests.get(self.url + "/__ready__", timeout=1)
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.server} did not start within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+        self.wait()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pytest
 from _client import Answer, DjangoTestClient, InProcess, OverHTTP
 from conftest import (
+    API_HEADERS,
     API_SECRET,
     GRANTS,
     ORG_TOKEN,
@@ -26,6 +27,7 @@ from conftest import (
     SERVICE,
     SERVICE_TOKEN,
     LiveServer,
+    basic,
 )
 
 from ciba_middleware import BackchannelFailMiddleware, Reason, StaticTokenVerifier
@@ -37,16 +39,7 @@ BEARER = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SUCCESS_MESSAGE = "[A185001] Successfully generated an error response for the backchannel authentication request."
-API_HEADERS = {
-    "Content-Type": "application/json;charset=UTF-8",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
 SERVER_ERROR = '{"error":"server_error"}'
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
 
 def success(content: dict[str, str], action: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from _client import DjangoTestClient
-from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+from conftest import API_HEADERS, GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
 from test_passthrough import PASSED_THROUGH
 
 from ciba_middleware.stores import store_from_url
@@ -84,8 +84,7 @@ def test_a_view_raises_backchannel_fail(client: DjangoTestClient, store_url: str
                             body=form(reason="UNKNOWN_USER_ID", ticket=ticket, description="No such user"))  # fmt: skip
     assert answer.status == 400
     assert answer.json() == {"error": "unknown_user_id", "error_description": "No such user"}
-    for name, value in {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": "no-store",
-                        "Pragma": "no-cache"}.items():  # fmt: skip
+    for name, value in API_HEADERS.items():
         assert answer.headers[name] == value
     assert not store.exists(SERVICE, ticket)
     assert client.request("POST", "/reject", headers=FORM, body=form(reason="ACCESS_DENIED")).status == 403

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+from conftest import API_HEADERS, GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
 from joserfc.jwk import ECKey
 
 from ciba_middleware.stores import ticket_hash
@@ -107,11 +107,7 @@ def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, threads: 
     return demo
 
 
-CLIENT_HEADERS = {
-    "Content-Type": "application/json;charset=UTF-8",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-}
+CLIENT_HEADERS = API_HEADERS
 NOW = int(time.time())
 
 #: (form, auth, status, error, error_description) of each rejection by a rule of the server.

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 from _demo import DEMO, SIGNING_KEY, Demo, start_demo
+from conftest import API_HEADERS
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
@@ -30,7 +31,8 @@ from example_app import create_app
 from example_app.pending import RETENTION, PendingRequests
 
 CIBA = "urn:openid:params:grant-type:ciba"
-TOKEN_HEADERS = {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6749 5.1: the token endpoint's answers carry the same three headers as the fail API's.
+TOKEN_HEADERS = API_HEADERS
 
 
 @pytest.fixture(scope="module")
