@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.servers import Process  # noqa: E402
+from benchmarks.servers import free_port as free_port  # noqa: E402 (for the tests that import it from here)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
