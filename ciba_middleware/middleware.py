@@ -41,17 +41,10 @@ class BackchannelFailMiddleware(Adapter):
             verifier=StaticTokenVerifier([{"service": "715948317", "token_sha256": "..."}]),
         )
 
-    The parameters after ``app`` are :class:`ciba_middleware.core.FailApi`'s, which does
-    the work; this class only translates WSGI to it and back. ``fail()`` is the in-process
-    call (:meth:`FailApi.fail`), for the wrapped app.
-
-    :param app: the WSGI application that gets every other request.
-    :param store: where tickets live (:func:`ciba_middleware.stores.store_from_url`).
-    :param verifier: who may call (:class:`ciba_middleware.StaticTokenVerifier` or your own).
-    :param prefix: a path in front of ``/api``, e.g. ``/authlete``.
-    :param max_body_bytes: the largest body accepted (413 beyond).
-    :param observers: callables given a :class:`ciba_middleware.events.FailEvent` after each
-        call, for metrics and audit logs.
+    ``app`` gets every other request. The other parameters (``store``, ``verifier``,
+    ``prefix``, ``max_body_bytes``, ``observers``) are :class:`ciba_middleware.core.FailApi`'s,
+    which does the work; this class only translates WSGI to it and back. ``fail()`` is the
+    in-process call (:meth:`FailApi.fail`), for the wrapped app.
     """
 
     def __init__(
