@@ -5,6 +5,7 @@ The server runs in this process so each test can look into the very store the ap
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -183,7 +184,7 @@ def test_a_failing_store_still_answers_server_error(tmp_path: Path, serve: Calla
     url = serve(app)
     ticket = issue(app)
     # A real SQLite error on the delete, whichever connection the request's thread opens.
-    with sqlite3.connect(tmp_path / "tickets.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.sqlite3")) as db, db:
         db.execute("CREATE TRIGGER no_delete BEFORE DELETE ON ciba_tickets BEGIN SELECT RAISE(ABORT, 'no'); END")
     response = requests.post(f"{url}/reject", data={"reason": "ACCESS_DENIED", "ticket": ticket}, timeout=5)
     assert (response.status_code, client_headers(response), response.text) == (

@@ -175,6 +175,8 @@ class SQLiteTicketStore:
                 conn.close()
         if found is not None:
             return found, file
+        if file is None and not self._shared:
+            _create_alone(self.path)
         # The file may be replaced while we open it: the connection is kept only when the
         # path names the same file before and after.
         for _ in range(3):
@@ -302,6 +304,23 @@ class SQLiteTicketStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         return bool(changed == 1)
+
+
+def _create_alone(path: str) -> None:
+    """Create the database file at ``path`` without the -wal and -shm of a removed one.
+
+    A -wal and -shm left at the path belong to a database that was removed, and that
+    another process may still hold open: SQLite would pair them with the new file. The
+    process that creates the file (atomically: ``O_EXCL``) unlinks them first; the old
+    file's holders keep theirs. Anything else, SQLite's own open reports.
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError:
+        return
+    for side in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(path + side)
 
 
 def _file_id(path: str) -> _FileId:

@@ -66,7 +66,7 @@ class Demo:
 
     def ticket_expiry(self) -> dict[str, float]:
         """:func:`ticket_hash` -> seconds left, for every ticket in the store."""
-        with sqlite3.connect(self.db) as db:
+        with contextlib.closing(sqlite3.connect(self.db)) as db, db:
             rows = db.execute("SELECT ticket, expires_at FROM ciba_tickets").fetchall()
         now = time.time()
         return {ticket_hash(ticket): expires_at - now for ticket, expires_at in rows}

@@ -9,6 +9,7 @@ audit log: a decision deletes it without any fail call; an expired one expires t
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -425,13 +426,13 @@ def test_pending_requests_that_cannot_be_recorded_fail_the_ticket_with_server_er
     app_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     client, tmp_path = app_client
-    with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "demo.sqlite3")) as db, db:
         db.execute("DROP TABLE demo_pending")
     response = client.post(
         "/backchannel/authentication", data={"scope": "openid", "login_hint": "alice"}, headers=_basic()
     )
     assert (response.status_code, response.json["error"]) == (500, "server_error")
-    with sqlite3.connect(tmp_path / "tickets.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.sqlite3")) as db, db:
         assert db.execute("SELECT count(*) FROM ciba_tickets").fetchone() == (0,)
     assert "no such table: demo_pending" in caplog.text
 
@@ -440,7 +441,7 @@ def test_pending_requests_that_cannot_be_read_are_a_server_error_at_the_token_en
     app_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     client, tmp_path = app_client
-    with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "demo.sqlite3")) as db, db:
         db.execute("DROP TABLE demo_pending")
     response = client.post("/token", data={"grant_type": CIBA, "auth_req_id": "x"}, headers=_basic())
     assert (response.status_code, response.headers["Cache-Control"], response.json) == (
@@ -459,7 +460,7 @@ def test_a_decision_stands_when_the_ticket_store_fails_to_delete_the_ticket(
         "/backchannel/authentication", data={"scope": "openid", "login_hint": "alice"}, headers=_basic()
     ).json
     (device_id,) = re.findall(r'data-request="([^"]+)"', client.get("/device/alice").text)
-    with sqlite3.connect(tmp_path / "tickets.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.sqlite3")) as db, db:
         db.execute("DROP TABLE ciba_tickets")
     decided = client.post(f"/device/alice/{device_id}", data={"decision": "approve"})
     assert decided.status_code == 303

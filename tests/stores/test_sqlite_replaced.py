@@ -9,6 +9,7 @@ nobody else sees.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -77,7 +78,7 @@ def test_tickets_at_a_replaced_or_removed_path_are_deleted_by_every_worker(
     for ticket in after:
         shown = cli("ticket", "show", "--service", SERVICE, "--", ticket, env=env)
         assert shown.returncode == 1, shown.stdout
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT count(*) FROM ciba_tickets").fetchone() == (0,)
     conn.close()
@@ -116,7 +117,7 @@ def test_the_content_of_a_file_renamed_over_a_live_one_is_what_the_store_sees(tm
     assert store.delete("42", ticket) is True
     later.close()
     store.close()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
 
