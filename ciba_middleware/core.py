@@ -152,20 +152,22 @@ class FailApi:
         chunked: bool = False,
         client_addr: str | None = None,
         request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> Answer:
         """Answer one HTTP request to ``route`` (from :meth:`route`).
 
         The headers are given as sent ("" when absent); ``read``, ``terminated`` and
         ``chunked`` describe the body as :func:`ciba_middleware.request.read_params` takes
         it. ``request_id`` is the caller's ``X-Request-Id``, kept when well formed (else a
-        new one is made) for the event. Never raises: this is the one place where an
-        unexpected exception becomes an answer.
+        new one is made) for the event, as is ``traceparent`` (for tracing). Never raises:
+        this is the one place where an unexpected exception becomes an answer.
         """
         started = time.perf_counter() if self.observers else 0.0
         principal: Principal | None = None
         service: str | None = route[1]
         params: FailParams | None = None
         deleted: bool | None = None
+        store_started: float | None = None
         try:
             if method != "POST":
                 raise MethodNotAllowed(f"use POST, not {_ascii(method)}.")
@@ -175,6 +177,8 @@ class FailApi:
             params = read_params(
                 content_type, content_length, read, self.max_body_bytes, terminated=terminated, chunked=chunked
             )
+            if self.observers and params.ticket:
+                store_started = time.perf_counter()
             deleted = self._delete(service, params.ticket)
         except ApiError as exc:
             error = exc
@@ -194,7 +198,18 @@ class FailApi:
             event = None
             if self.observers:
                 event = self._event(
-                    route[0], service, principal, params, deleted, None, started, client_addr, request_id
+                    route[0],
+                    service,
+                    principal,
+                    params,
+                    deleted,
+                    None,
+                    started,
+                    client_addr,
+                    request_id,
+                    _since(store_started),
+                    method,
+                    traceparent,
                 )
             return Answer(200, headers, body, event)
 
@@ -202,7 +217,20 @@ class FailApi:
         headers = [*HEADERS, *error.headers, ("Content-Length", str(len(body)))]
         event = None
         if self.observers:
-            event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
+            event = self._event(
+                route[0],
+                service,
+                principal,
+                params,
+                deleted,
+                error,
+                started,
+                client_addr,
+                request_id,
+                _since(store_started),
+                method,
+                traceparent,
+            )
         return Answer(error.status, headers, b"" if method == "HEAD" else body, event)
 
     # -- in process -------------------------------------------------------------------
@@ -232,6 +260,7 @@ class FailApi:
         )
         error: StoreFailed | None = None
         deleted: bool | None = None
+        store_started = time.perf_counter() if self.observers and params.ticket else None
         try:
             deleted = self._delete(service_id, params.ticket)
         except StoreFailed as exc:
@@ -240,7 +269,7 @@ class FailApi:
         else:
             response = FailResponse.success(params.reason, params.error_description, params.error_uri)
         if self.observers:
-            self._event(None, service_id, None, params, deleted, error, started, None, None)
+            self._event(None, service_id, None, params, deleted, error, started, None, None, _since(store_started))
         return response
 
     # -- shared -----------------------------------------------------------------------
@@ -267,8 +296,12 @@ class FailApi:
         started: float,
         client_addr: str | None,
         request_id: str | None,
+        store_duration: float | None,
+        method: str | None = None,
+        traceparent: str | None = None,
     ) -> FailEvent:
-        """Build the call's event (``route`` None: in process) and hand it to the observers."""
+        """Build the call's event (``route`` None: in process), hand it to the observers,
+        and return it as the last of them left it."""
         action: Action | None
         if error is None:
             assert params is not None
@@ -294,9 +327,16 @@ class FailApi:
             client_addr=client_addr,
             request_id=request_id,
             duration=time.perf_counter() - started,
+            store_duration=store_duration,
+            method=method,
+            traceparent=traceparent,
         )
-        notify(self.observers, event)
-        return event
+        return notify(self.observers, event)
+
+
+def _since(started: float | None) -> float | None:
+    """Seconds since ``started``, or None when it was never set."""
+    return None if started is None else time.perf_counter() - started
 
 
 def _ascii(value: str, limit: int = 64) -> str:

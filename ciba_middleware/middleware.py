@@ -92,6 +92,7 @@ class BackchannelFailMiddleware:
             chunked=bool(get("HTTP_TRANSFER_ENCODING")),
             client_addr=get("REMOTE_ADDR"),
             request_id=get("HTTP_X_REQUEST_ID"),
+            traceparent=get("HTTP_TRACEPARENT"),
         )
         start_response(answer.status_line, answer.headers)
         return [answer.body]
