@@ -39,6 +39,8 @@ EXTRAS["test"] = sorted(
         "jsonschema>=4.20",
         "openapi-spec-validator>=0.7",
         "PyYAML>=6.0",
+        # tests/test_server_output.py: the audit line under uWSGI (built from source)
+        "uwsgi>=2.0",
     }
 )
 EXTRAS["dev"] = sorted(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -200,7 +201,7 @@ def _cmd_ticket_delete(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     settings = Settings.from_mapping(os.environ)
-    middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app))
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app, announce=False))
     try:
         _ping(settings, middleware.store)
     finally:
@@ -223,7 +224,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError('serve needs gunicorn: pip install "ciba-middleware[server]"', EXIT_CONFIG) from None
 
     app = _import_app(args.app) if args.app else not_found_app
-    settings = Settings.from_mapping(os.environ)
+    settings = _serve_settings()
     if args.workers > 1 and urlsplit(settings.store_url).scheme.lower() == "memory":
         raise CommandError(
             "CIBA_STORE_URL is memory://, whose tickets live in one process: "
@@ -233,7 +234,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Build everything once here, in the master, so a bad configuration or an unreachable
     # store stops the command with one line before any worker starts; each worker then
     # builds its own middleware (its own store connections).
-    middleware = _scrubbed(settings, lambda: settings.build_middleware(app))
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(app, announce=False))
     try:
         _ping(settings, middleware.store)
     finally:
@@ -264,8 +265,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     # Read again in each worker, so the workers a SIGHUP starts see a changed
     # CIBA_TOKENS_FILE, as under plain gunicorn.
-    runner.run(lambda: Settings.from_mapping(os.environ).build_middleware(app), options, prog=PROG)
+    runner.run(lambda: _serve_settings().build_middleware(app), options, prog=PROG)
     return EXIT_OK
+
+
+def _serve_settings() -> Settings:
+    """The settings ``serve`` runs with: the audit log's ``on`` means bare JSON lines on
+    stderr, since the logging configured here is the command's own (its lines carry a
+    prefix), not an app's."""
+    settings = Settings.from_mapping(os.environ)
+    if settings.audit_log == "on":
+        settings = dataclasses.replace(settings, audit_log="stderr")
+    return settings
 
 
 # -- helpers ----------------------------------------------------------------------------

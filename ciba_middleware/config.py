@@ -18,7 +18,14 @@ variable                meaning                                             defa
                         ``/metrics`` (:mod:`ciba_middleware.metrics`)
 ``CIBA_METRICS_TOKEN_   SHA-256 (hex) of the bearer token of that path;     required with the path
 SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
+``CIBA_HEALTH_PATH``    where the store's health is served for load         empty: no health endpoint
+                        balancers, e.g. ``/healthz`` (:mod:`ciba_middleware.
+                        health`)
+``CIBA_HEALTH_TIMEOUT`` seconds a health probe waits for the store's ping   1
 ======================  ==================================================  ==========================
+
+Building the API writes one start-up line per process (:meth:`Settings.build_api`): what is served,
+the store (password masked), how many grants, where audit records go.
 
 The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
 Every problem is a :class:`~ciba_middleware.errors.ConfigurationError` naming the
@@ -35,12 +42,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import audit, metrics
+from . import audit, health, metrics, output
 from .auth import StaticTokenVerifier, clear_secret_digest, hex_digest
 from .core import FailApi
-from .errors import ConfigurationError
+from .errors import API_PATH, ConfigurationError
 from .events import Observer
 from .middleware import BackchannelFailMiddleware
+from .redact import mask_url
 from .response import not_found_app
 from .stores import DEFAULT_TTL, TicketStore, store_from_url
 
@@ -71,6 +79,9 @@ class Settings:
     metrics_path: str = ""
     #: SHA-256 (hex) of the metrics endpoint's token; a clear token is hashed when read.
     metrics_token_sha256: str = ""
+    #: ``CIBA_HEALTH_PATH``; empty: no health endpoint. ``CIBA_HEALTH_TIMEOUT``, seconds.
+    health_path: str = ""
+    health_timeout: float = health.DEFAULT_TIMEOUT
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -86,6 +97,7 @@ class Settings:
                 f"CIBA_PATH_PREFIX must be empty or like /authlete (no trailing /), not {prefix!r}"
             )
         grants_source, grants = _grants(values)
+        health_path, health_timeout = _health(values)
         return cls(
             store_url=store_url,
             grants=grants,
@@ -94,6 +106,8 @@ class Settings:
             max_body_bytes=int(_number(values, "CIBA_MAX_BODY_BYTES", 16384, integer=True)),
             ticket_ttl=_number(values, "CIBA_TICKET_TTL", DEFAULT_TTL),
             audit_log=_audit_log(values),
+            health_path=health_path,
+            health_timeout=health_timeout,
             **_metrics(values),
         )
 
@@ -123,22 +137,27 @@ class Settings:
             raise ConfigurationError(f"{self.grants_source}: {exc}") from None
 
     def build_api(
-        self, app: WSGIApplication | None = None, *, observers: Sequence[Observer] = ()
+        self, app: WSGIApplication | None = None, *, observers: Sequence[Observer] = (), announce: bool = True
     ) -> tuple[FailApi, WSGIApplication | None]:
         """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
 
         The audit log and metrics observers come first, then ``observers``. With
         ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
         :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
-        that wrap a WSGI app); otherwise it comes back as given.
+        that wrap a WSGI app), and with ``CIBA_HEALTH_PATH`` in a
+        :class:`~ciba_middleware.health.HealthMiddleware`; otherwise it comes back as given.
+        Writes the start-up line (once per process and line) unless ``announce`` is false (a build
+        that only checks the configuration).
         """
         verifier = self.build_verifier()
         chain: list[Observer] = []
+        audit_log: audit.AuditLog | None = None
         if self.audit_log != "off":
             try:
-                chain.append(audit.route(self.audit_log, services=verifier.services))
+                audit_log = audit.route(self.audit_log, services=verifier.services)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
+            chain.append(audit_log)
         if self.metrics_path:
             try:
                 collected = metrics.Metrics()
@@ -150,17 +169,37 @@ class Settings:
                     app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
                 )
         chain.extend(observers)
+        store = self.build_store()
+        if self.health_path and app is not None:
+            app = health.HealthMiddleware(app, store=store, path=self.health_path, timeout=self.health_timeout)
         api = FailApi(
-            store=self.build_store(),
+            store=store,
             verifier=verifier,
             prefix=self.prefix,
             max_body_bytes=self.max_body_bytes,
             observers=chain,
         )
+        if announce:
+            _announce(self.describe(verifier.services, audit_log))
         return api, app
 
+    def describe(self, services: frozenset[str], audit_log: audit.AuditLog | None) -> str:
+        """The start-up line: routes, store (password masked), grants, where audit records go."""
+        base = f"{self.prefix}/api"
+        audited = "audit log off" if audit_log is None else f"audit records to {audit_log.where()}"
+        extras = "".join(
+            f"; {name} at {path}"
+            for name, path in (("metrics", self.metrics_path), ("health", self.health_path))
+            if path
+        )
+        return (
+            f"fail API at POST {base}/{{serviceId}}{API_PATH} (v3) and POST {base}{API_PATH} (v2); "
+            f"store {mask_url(self.store_url)}; {_plural(len(self.grants), 'grant')} covering "
+            f"{_plural(len(services), 'service')}; {audited}{extras}"
+        )
+
     def build_middleware(
-        self, app: WSGIApplication, *, observers: Sequence[Observer] = ()
+        self, app: WSGIApplication, *, observers: Sequence[Observer] = (), announce: bool = True
     ) -> BackchannelFailMiddleware:
         """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter).
 
@@ -168,7 +207,7 @@ class Settings:
         MetricsMiddleware` inside the fail middleware, so the result is still a
         :class:`BackchannelFailMiddleware`.
         """
-        api, inner = self.build_api(app, observers=observers)
+        api, inner = self.build_api(app, observers=observers, announce=announce)
         assert inner is not None
         return BackchannelFailMiddleware.around(inner, api)
 
@@ -182,6 +221,29 @@ def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | No
     """
     settings = Settings.from_mapping(os.environ if environ is None else environ)
     return settings.build_middleware(app if app is not None else not_found_app)
+
+
+#: The start-up lines already written by this process (``(pid, line)``): one each.
+_announced: set[tuple[int, str]] = set()
+
+
+def _announce(line: str) -> None:
+    """Write the start-up ``line`` once per process: at INFO under ``ciba_middleware.config``
+    when the app's logging has a handler for it, else to stderr as ``ciba-middleware: ...``
+    (:func:`ciba_middleware.output.destination`)."""
+    key = (os.getpid(), line)
+    if key in _announced:
+        return
+    _announced.add(key)
+    target = output.destination(log, logging.INFO)
+    if isinstance(target, output.LineHandler):
+        target.write(f"ciba-middleware: {line}")
+    elif target is not None:
+        log.info("%s", line)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _text(values: Mapping[str, Any], name: str, default: str) -> str:
@@ -249,7 +311,7 @@ def _audit_log(values: Mapping[str, Any]) -> str:
     return target
 
 
-def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
+def _metrics(values: Mapping[str, Any]) -> dict[str, Any]:
     path = _text(values, "CIBA_METRICS_PATH", "")
     digest = _text(values, "CIBA_METRICS_TOKEN_SHA256", "").lower()
     clear = values.get("CIBA_METRICS_TOKEN")
@@ -276,3 +338,23 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, str]:
         )
     hex_digest(digest, "CIBA_METRICS_TOKEN_SHA256")
     return {"metrics_path": path, "metrics_token_sha256": digest}
+
+
+def _health(values: Mapping[str, Any]) -> tuple[str, float]:
+    path = _text(values, "CIBA_HEALTH_PATH", "")
+    timeout = _number(values, "CIBA_HEALTH_TIMEOUT", health.DEFAULT_TIMEOUT)
+    if not path:
+        if values.get("CIBA_HEALTH_TIMEOUT") not in (None, ""):
+            raise ConfigurationError(
+                "CIBA_HEALTH_TIMEOUT is set but CIBA_HEALTH_PATH is not: the health endpoint is off"
+            )
+        return "", timeout
+    try:
+        metrics.check_path(path, "health")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CIBA_HEALTH_PATH: {exc}") from None
+    if path == _text(values, "CIBA_METRICS_PATH", ""):
+        raise ConfigurationError(f"CIBA_HEALTH_PATH must differ from CIBA_METRICS_PATH, both are {path!r}")
+    if timeout > health.MAX_TIMEOUT:
+        raise ConfigurationError(f"CIBA_HEALTH_TIMEOUT must be at most {health.MAX_TIMEOUT:g} seconds, not {timeout:g}")
+    return path, timeout
