@@ -6,6 +6,7 @@ Extras:
     flask     the Flask integration and the demo server in ``example_app``
     demo      flask + the authlete client, for example_app with CIBA_DEMO_FAIL_VIA=http
     metrics   Prometheus metrics (prometheus_client)
+    otel      OpenTelemetry spans (opentelemetry-api only; the app brings the SDK)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters and type checker run by ``.ci/run``
 """
@@ -21,6 +22,7 @@ EXTRAS = {
     "demo": ["Flask>=3.0", "authlete>=1.3.0"],
     "metrics": ["prometheus_client>=0.17"],
     "server": ["gunicorn>=22.0"],
+    "otel": ["opentelemetry-api>=1.20"],
 }
 EXTRAS["test"] = sorted(
     {
@@ -29,6 +31,8 @@ EXTRAS["test"] = sorted(
         *EXTRAS["flask"],
         *EXTRAS["metrics"],
         *EXTRAS["server"],
+        *EXTRAS["otel"],
+        "opentelemetry-sdk>=1.20",
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
@@ -53,6 +57,8 @@ EXTRAS["dev"] = sorted(
         # benchmarks/: profiling the hot path
         "py-spy>=0.3",
         "pyinstrument>=4.6",
+        # benchmarks/chart.py: docs/performance.png
+        "matplotlib>=3.8",
     }
 )
 

@@ -22,6 +22,8 @@ SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
                         balancers, e.g. ``/healthz`` (:mod:`ciba_middleware.
                         health`)
 ``CIBA_HEALTH_TIMEOUT`` seconds a health probe waits for the store's ping   1
+``CIBA_OTEL``           ``on``: a span per fail call (:mod:`ciba_middleware.   ``off``
+                        otel`, the ``[otel]`` extra)
 ======================  ==================================================  ==========================
 
 Building the API writes one start-up line per process (:meth:`Settings.build_api`): what is served,
@@ -82,6 +84,8 @@ class Settings:
     #: ``CIBA_HEALTH_PATH``; empty: no health endpoint. ``CIBA_HEALTH_TIMEOUT``, seconds.
     health_path: str = ""
     health_timeout: float = health.DEFAULT_TIMEOUT
+    #: ``CIBA_OTEL``: a span per call through OpenTelemetry.
+    otel: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -108,6 +112,7 @@ class Settings:
             audit_log=_audit_log(values),
             health_path=health_path,
             health_timeout=health_timeout,
+            otel=_switch(values, "CIBA_OTEL"),
             **_metrics(values),
         )
 
@@ -141,7 +146,7 @@ class Settings:
     ) -> tuple[FailApi, WSGIApplication | None]:
         """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
 
-        The audit log and metrics observers come first, then ``observers``. With
+        The tracing, audit log and metrics observers come first, then ``observers``. With
         ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
         :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
         that wrap a WSGI app), and with ``CIBA_HEALTH_PATH`` in a
@@ -151,6 +156,14 @@ class Settings:
         """
         verifier = self.build_verifier()
         chain: list[Observer] = []
+        if self.otel:
+            from .otel import Tracing
+
+            try:
+                # First, so that the audit record carries the span's IDs.
+                chain.append(Tracing(prefix=self.prefix))
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CIBA_OTEL: {exc}") from None
         audit_log: audit.AuditLog | None = None
         if self.audit_log != "off":
             try:
@@ -192,6 +205,8 @@ class Settings:
             for name, path in (("metrics", self.metrics_path), ("health", self.health_path))
             if path
         )
+        if self.otel:
+            extras += "; OpenTelemetry spans on"
         return (
             f"fail API at POST {base}/{{serviceId}}{API_PATH} (v3) and POST {base}{API_PATH} (v2); "
             f"store {mask_url(self.store_url)}; {_plural(len(self.grants), 'grant')} covering "
@@ -338,6 +353,18 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     hex_digest(digest, "CIBA_METRICS_TOKEN_SHA256")
     return {"metrics_path": path, "metrics_token_sha256": digest}
+
+
+def _switch(values: Mapping[str, Any], name: str) -> bool:
+    value = values.get(name)
+    if value is None or value == "" or value is False:
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("on", "off"):
+        return text == "on"
+    raise ConfigurationError(f"{name} must be on or off, not {value!r}")
 
 
 def _health(values: Mapping[str, Any]) -> tuple[str, float]:
