@@ -23,7 +23,6 @@ code runs with no tracing in it, and a call without observers builds nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -113,8 +112,8 @@ class Tracing:
         # A no-op provider's span (or one sampled out) is not this call's: no IDs then.
         if isinstance(span, trace.NonRecordingSpan) or not context.is_valid:
             return None
-        return dataclasses.replace(
-            event, trace_id=trace.format_trace_id(context.trace_id), span_id=trace.format_span_id(context.span_id)
+        return event._replace(
+            trace_id=trace.format_trace_id(context.trace_id), span_id=trace.format_span_id(context.span_id)
         )
 
     def _parent(self, event: FailEvent) -> Any:
