@@ -48,7 +48,11 @@ class LineHandler(logging.Handler):
         self._fd = -1
         self._file_id: tuple[int, int] | None = None
         self._reopen_lock = threading.Lock()
-        if target not in ("stdout", "stderr"):
+        self._standard = target in ("stdout", "stderr")
+        # The stream of sys last seen, and its descriptor (-1: none).
+        self._stream: object = None
+        self._stream_fd = -1
+        if not self._standard:
             self._open()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -60,11 +64,11 @@ class LineHandler(logging.Handler):
     def write(self, line: str) -> None:
         """Write ``line`` and a newline; non-ASCII is escaped, so a line is always whole."""
         data = (line + "\n").encode("ascii", "backslashreplace")
-        if self.target == "stdout" or self.target == "stderr":
+        if self._standard:
             stream: IO[str] = getattr(sys, self.target)
-            try:
-                fd = stream.fileno()
-            except (AttributeError, OSError, ValueError):
+            if stream is not self._stream:
+                self._stream, self._stream_fd = stream, _descriptor(stream)
+            if self._stream_fd < 0:
                 # A stream without a file descriptor (a test's capture, an embedding
                 # server's object): its own write, which is all it offers.
                 stream.write(data.decode("ascii"))
@@ -72,7 +76,7 @@ class LineHandler(logging.Handler):
                 return
             # Whatever the stream holds goes first, so that our line is not cut into it.
             stream.flush()
-            _write_all(fd, data)
+            _write_all(self._stream_fd, data)
             return
         self._check_file()
         _write_all(self._fd, data)
@@ -99,6 +103,13 @@ class LineHandler(logging.Handler):
             os.close(self._fd)
             self._fd = -1
         super().close()
+
+
+def _descriptor(stream: IO[str]) -> int:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 def _write_all(fd: int, data: bytes) -> None:
