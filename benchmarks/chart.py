@@ -32,13 +32,13 @@ def draw(rows: Sequence[Row], path: Path, title: str) -> None:
     figure, axes = plt.subplots(figsize=(11, 0.38 * len(shown) + 1.6))
     positions = list(range(len(shown)))[::-1]
     axes.barh(positions, values, xerr=[low, high], color=colors, height=0.6, capsize=2)
-    for position, row, value in zip(positions, shown, values, strict=True):
+    for position, row, value, above in zip(positions, shown, values, high, strict=True):
         if row.target is not None:
             axes.plot([row.target * 100] * 2, [position - 0.38, position + 0.38], color="black", linewidth=1.6)
-        axes.text(value + 1, position, f"{value:.1f}%", va="center", fontsize=8)
+        axes.text(value + above + 1, position, f"{value:.1f}%", va="center", fontsize=8)
     axes.set_yticks(positions, labels, fontsize=8)
     axes.set_xlabel("share of the baseline, % (black tick: target; red: target not met; bars: rounds IQR)")
-    axes.set_xlim(0, max(110.0, max(values) + 12))
+    axes.set_xlim(0, max(110.0, max(v + h for v, h in zip(values, high, strict=True)) + 12))
     axes.axvline(100, color="grey", linewidth=0.6, linestyle=":")
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
