@@ -168,6 +168,7 @@ class FailApi:
         params: FailParams | None = None
         deleted: bool | None = None
         store_started: float | None = None
+        store_duration: float | None = None
         try:
             if method != "POST":
                 raise MethodNotAllowed(f"use POST, not {_ascii(method)}.")
@@ -180,6 +181,7 @@ class FailApi:
             if self.observers and params.ticket:
                 store_started = time.perf_counter()
             deleted = self._delete(service, params.ticket)
+            store_duration = _since(store_started)
         except ApiError as exc:
             error = exc
         except Exception:
@@ -207,7 +209,7 @@ class FailApi:
                     started,
                     client_addr,
                     request_id,
-                    _since(store_started),
+                    store_duration,
                     method,
                     traceparent,
                 )
@@ -227,7 +229,8 @@ class FailApi:
                 started,
                 client_addr,
                 request_id,
-                _since(store_started),
+                # The store failed: the time until it did.
+                store_duration if store_duration is not None else _since(store_started),
                 method,
                 traceparent,
             )
@@ -265,11 +268,13 @@ class FailApi:
             deleted = self._delete(service_id, params.ticket)
         except StoreFailed as exc:
             error = exc
+            store_duration = _since(store_started)
             response = FailResponse.from_error(exc)
         else:
+            store_duration = _since(store_started)
             response = FailResponse.success(params.reason, params.error_description, params.error_uri)
         if self.observers:
-            self._event(None, service_id, None, params, deleted, error, started, None, None, _since(store_started))
+            self._event(None, service_id, None, params, deleted, error, started, None, None, store_duration)
         return response
 
     # -- shared -----------------------------------------------------------------------

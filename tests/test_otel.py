@@ -125,6 +125,7 @@ def test_a_store_error_is_an_error_span(
     assert span.name == IN_PROCESS_NAME
     assert span.kind is trace.SpanKind.INTERNAL
     assert (span.attributes or {})["ciba.outcome"] == "store_error"
+    assert isinstance((span.attributes or {})["ciba.store.duration_ms"], float)
     assert span.status.status_code is trace.StatusCode.ERROR
 
 
@@ -135,6 +136,8 @@ def test_in_process_inside_the_apps_span(
     with provider.get_tracer("app").start_as_current_span("the app's request") as outer:
         middleware.fail(SERVICE)
     inner = next(s for s in exporter.get_finished_spans() if s.name == IN_PROCESS_NAME)
+    # No ticket, no store call: no store latency.
+    assert "ciba.store.duration_ms" not in (inner.attributes or {})
     assert inner.parent is not None
     assert inner.parent.span_id == outer.get_span_context().span_id
 
