@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += endtoend.pass_through(profile, work_dir)
             elif section == "3":
                 rows += endtoend.fail_end_to_end(profile, stores, work_dir, args.rate)
+                rows += endtoend.audit_cpu(profile, work_dir)
             elif section == "4":
                 rows += costs.all_rows(profile, stores, work_dir)
             print(f"# section {section} done in {time.monotonic() - section_started:.0f} s", file=sys.stderr)

@@ -9,8 +9,12 @@ from .stats import Row
 
 
 def chartable(rows: Sequence[Row]) -> list[Row]:
-    """The rows that are a share of a baseline (unit ``%``) and were measured."""
-    return [row for row in rows if row.unit == "%" and row.value == row.value and "share of a call" not in row.name]
+    """The rows that are a share of a baseline (unit ``%``, higher is better) and were measured."""
+    return [
+        row
+        for row in rows
+        if row.unit == "%" and row.value == row.value and row.bound == "min" and "share" not in row.name
+    ]
 
 
 def draw(rows: Sequence[Row], path: Path, title: str) -> None:

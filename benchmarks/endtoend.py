@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from .profiles import Profile
 from .servers import servers
 from .stats import Row, median, ratios, spread
 from .workload import StoreSpec, bodies, issue, write_bodies
+
+#: memory:// as a store of the run: fresh well-formed tickets, each worker a memory of its own.
+MEMORY = StoreSpec("memory", "memory://", True)
 
 #: Throughput targets of the defaults against the raw floor, per store (issue 14); Redis
 #: and PostgreSQL against their ceiling instead (CEILING_TARGET).
@@ -272,4 +276,63 @@ def fail_end_to_end(
                 extra={"p50_ms": latencies[name].p50_ms, "p99_ms": latencies[name].p99_ms},
             )
         )
+    return rows
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def audit_cpu(profile: Profile, log_dir: Path) -> list[Row]:
+    """The worker's own CPU time per request, audit log on and off: less moved by the
+    machine's load than a throughput, since time spent waiting for a core is not counted."""
+    specs = {
+        "off": ("defaults", defaults_env("memory://", CIBA_AUDIT_LOG="off")),
+        "on": ("defaults", defaults_env("memory://")),
+    }
+    files = {
+        name: write_bodies(log_dir / f"bodies-cpu-{name}.txt", bodies(issue(MEMORY, profile.tickets))) for name in specs
+    }
+    per_request: dict[str, list[float]] = {name: [] for name in specs}
+    with servers(specs, workers=1, log_dir=log_dir) as running:
+        targets = {name: Target(server.url, FAIL_PATH, files[name], TOKEN) for name, server in running.items()}
+        workers = {name: server.worker_pids()[0] for name, server in running.items()}
+        for target in targets.values():
+            loadgen.check_answers(target)
+            loadgen.warm(target)
+        names = list(specs)
+        for index in range(profile.rounds):
+            for name in names[index % 2 :] + names[: index % 2]:
+                before = _cpu_seconds(workers[name])
+                result = loadgen.throughput(targets[name], seconds=profile.seconds, connections=4)
+                if result.bad or not result.requests:
+                    raise RuntimeError(f"cpu {name}: {result.bad} of {result.requests} requests failed")
+                per_request[name].append((_cpu_seconds(workers[name]) - before) / result.requests * 1e6)
+    extra = [on - off for on, off in zip(per_request["on"], per_request["off"], strict=True)]
+    rows = [
+        Row(
+            "3 end to end",
+            f"gunicorn worker CPU per request: {label}",
+            median(per_request[name]),
+            "us",
+            spread=spread(per_request[name]),
+            detail="one worker, /proc utime + stime over each round's requests, memory store",
+        )
+        for name, label in (("off", "audit log off"), ("on", "defaults (audit line written)"))
+    ]
+    share = [e / on for e, on in zip(extra, per_request["on"], strict=True)]
+    rows.append(
+        Row(
+            "3 end to end",
+            "gunicorn worker CPU: the audit line's share",
+            median(share),
+            "%",
+            target=1 - AUDIT_TARGET,
+            bound="max",
+            spread=spread(share),
+            detail=f"{median(extra):.1f} us more per request with the line",
+        )
+    )
     return rows
