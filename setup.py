@@ -13,6 +13,7 @@ Extras:
     authlete  authlete-python's AuthleteApi served in process (ciba_middleware.authlete)
     django    the Django integration (ciba_middleware.django)
     asgi      a server for the ASGI middleware (uvicorn); the middleware itself needs nothing
+    otel      OpenTelemetry spans (opentelemetry-api only; the app brings the SDK)
     test      everything the test suite needs, servers' clients included
     dev       test + the linters, type checker and nox, run by ``.ci/run``
 
@@ -33,6 +34,7 @@ EXTRAS = {
     "authlete": ["authlete>=1.3.0"],
     "django": ["Django>=4.2"],
     "asgi": ["uvicorn>=0.30"],
+    "otel": ["opentelemetry-api>=1.20"],
 }
 EXTRAS["test"] = sorted(
     {
@@ -50,6 +52,8 @@ EXTRAS["test"] = sorted(
         "python-multipart>=0.0.9",
         "httptools>=0.6",
         "hypercorn>=0.16",
+        *EXTRAS["otel"],
+        "opentelemetry-sdk>=1.20",
         "pytest>=8.0",
         "pytest-timeout>=2.2",
         "WebTest>=3.0",
@@ -70,6 +74,8 @@ EXTRAS["test"] = sorted(
         # example_app: its ID tokens, and its device page in Debian's chromium
         "joserfc>=1.0",
         "playwright>=1.40",
+        # tests/test_server_output.py: the audit line under uWSGI (built from source)
+        "uwsgi>=2.0",
     }
 )
 EXTRAS["dev"] = sorted(
@@ -85,6 +91,8 @@ EXTRAS["dev"] = sorted(
         "pyinstrument>=4.6",
         # scripts/check: the suite on every supported Python
         "nox>=2024.3",
+        # benchmarks/chart.py: docs/performance.png
+        "matplotlib>=3.8",
     }
 )
 

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import costs, endtoend, frameworks, inprocess, loadgen
+from . import chart, costs, endtoend, frameworks, inprocess, loadgen
 from .profiles import PROFILES
 from .stats import Row, table
 from .workload import cleanup, new_run_id, store_specs
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="the offered load for p50/p99 (default: half the slowest)")
     parser.add_argument("--workers", type=int, help="gunicorn workers per server (default: one per core)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file as JSON")
+    parser.add_argument("--chart", type=Path, help="also draw the shares as a PNG here (docs/performance.png)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and the bodies")
     parser.add_argument("--profile-hot-path", type=int, metavar="CALLS", help="profile CALLS in-process calls")
     parser.add_argument(
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if not loadgen.have_wrk():
         print("note: not using wrk (apt-get install wrk); the Python client is slower", file=sys.stderr)
     started = time.monotonic()
-    print(f"# ciba-middleware benchmarks, {profile.name} profile, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"# ciba-middleware benchmarks, {profile.name} profile, {stamp}")
     print(f"# {machine()}")
     workers, connections = profile.server_workers, profile.connections
     print(f"# gunicorn: {workers} sync workers per server; wrk: 1 thread, {connections} connections")
@@ -105,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             section_started = time.monotonic()
             if section in ("1", "2"):
-                rows += inprocess.all_rows(profile, [section])
+                rows += inprocess.all_rows(profile, [section], work_dir)
             if section == "1":
                 rows += endtoend.pass_through(profile, work_dir)
             elif section == "3":
                 rows += endtoend.fail_end_to_end(profile, stores, work_dir, args.rate)
+                rows += endtoend.audit_cpu(profile, work_dir)
             elif section == "4":
                 rows += costs.all_rows(profile, stores, work_dir)
             elif section == "5":
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2, default=str))
+    if args.chart:
+        chart.draw(rows, args.chart, f"ciba-middleware benchmarks, {profile.name} profile, {stamp}")
     return 1 if failed else 0
 
 

@@ -14,9 +14,13 @@ The variants:
 ``floor``
     A raw WSGI app that reads the same JSON body, parses it and returns a fixed JSON answer
     with the same headers: what any Python implementation of the endpoint costs at least.
+``defaults``
+    What a user runs: ``from_env()`` (``ciba_middleware.wsgi:application``), configured
+    only by the ``CIBA_*`` variables of the environment: the audit log on (its lines go
+    to the server's stderr, the log file of the run), the store of ``CIBA_STORE_URL``.
 ``fail``
-    The fail API (:class:`BackchannelFailMiddleware` around a 404 app) with the store named
-    by ``CIBA_STORE_URL`` (``memory://`` by default).
+    The fail API (:class:`BackchannelFailMiddleware` around a 404 app, no observers) with
+    the store named by ``CIBA_STORE_URL`` (``memory://`` by default).
 ``flask_route``
     The same endpoint written by hand as a plain Flask route, with the same checks
     (bearer token by digest, content type, JSON object, field types, reason, RFC 6749
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, sha256_hex
+from ciba_middleware import BackchannelFailMiddleware, StaticTokenVerifier, from_env, sha256_hex
 from ciba_middleware.config import not_found_app
 from ciba_middleware.stores import TicketStore, store_from_url
 
@@ -54,6 +58,14 @@ SERVICE = "715948317"
 TOKEN = "bench-token-715948317-Zq3x"
 GRANTS = [{"service": SERVICE, "token_sha256": sha256_hex(TOKEN)}]
 FAIL_PATH = f"/api/{SERVICE}/backchannel/authentication/fail"
+HEALTH_PATH = "/healthz"
+
+
+def defaults_env(store_url: str, **more: str) -> dict[str, str]:
+    """The environment of a user who set only CIBA_TOKENS (and the store), plus ``more``."""
+    return {"CIBA_TOKENS": json.dumps(GRANTS), "CIBA_STORE_URL": store_url, **more}
+
+
 HELLO_PATH = "/hello"
 
 _HEADERS = [
@@ -290,6 +302,7 @@ APPS: dict[str, Callable[[], WSGIApplication]] = {
     "flask_wrapped": flask_wrapped,
     "floor": lambda: floor,
     "fail": fail_api,
+    "defaults": lambda: from_env(),
     "flask_route": flask_route,
     "floor_redis": floor_redis,
     "floor_postgresql": floor_postgresql,

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import os
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ciba_middleware import BackchannelFailMiddleware, from_env
 from ciba_middleware import request as request_module
+from ciba_middleware.audit import AuditLog, audit_line, audit_record
+from ciba_middleware.auth import Principal, PrincipalKind
+from ciba_middleware.events import FailEvent
+from ciba_middleware.output import LineHandler
+from ciba_middleware.reasons import Action, Reason
 from ciba_middleware.stores import store_from_url
 
 from . import apps
@@ -94,45 +105,96 @@ def _noop(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     return ()
 
 
-def fail_in_process(profile: Profile) -> list[Row]:
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` while the block runs: the audit lines of the
+    defaults are written to a real file, as a server's stderr would take them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+def _defaults(**more: str) -> BackchannelFailMiddleware:
+    """What ``from_env()`` builds with only CIBA_TOKENS set (and the memory store)."""
+    return from_env(environ=apps.defaults_env("memory://", **more))
+
+
+def fail_in_process(profile: Profile, work_dir: Path) -> list[Row]:
     count = profile.fail_calls
     # Tickets that exist in each variant's memory store at first: later rounds find them
     # deleted, which is answered the same.
     tickets = [store_from_url("memory://").issue(apps.SERVICE) for _ in range(min(count * profile.rounds, 50_000))]
     calls = Calls.fail(bodies(tickets))
-    fail_store = store_from_url("memory://")
+    defaults = _defaults()
+    audit_off = _defaults(CIBA_AUDIT_LOG="off")
     route_store = store_from_url("memory://")
     flat_store = store_from_url("memory://")
-    for store in (fail_store, route_store, flat_store):
+    for store in (defaults.store, audit_off.store, route_store, flat_store):
         for ticket in tickets:
             store._tickets[(apps.SERVICE, ticket)] = time.monotonic() + 3600  # type: ignore[attr-defined]
     variants: dict[str, WSGIApplication] = {
         "floor": apps.floor,
-        "fail": apps.fail_api(fail_store),
+        "fail": audit_off,
+        "defaults": defaults,
         "flask": apps.flask_route(route_store),
         "flat": apps.flat_checks(flat_store),
     }
-    _check_same_answer(calls, variants)
-    # The Flask route is several times slower: give it fewer calls per round, same rounds.
-    runs = alternate(calls, {k: v for k, v in variants.items() if k != "flask"}, count=count, rounds=profile.rounds)
-    flask_runs = alternate(
-        calls, {"fail": variants["fail"], "flask": variants["flask"]}, count=max(200, count // 5), rounds=profile.rounds
-    )
+    lines = work_dir / "in-process-stderr.log"
+    with _stderr_to(lines):
+        _check_same_answer(calls, variants)
+        # The Flask route is several times slower: give it fewer calls per round, same rounds.
+        runs = alternate(calls, {k: v for k, v in variants.items() if k != "flask"}, count=count, rounds=profile.rounds)
+        flask_runs = alternate(
+            calls,
+            {"fail": variants["fail"], "flask": variants["flask"]},
+            count=max(200, count // 5),
+            rounds=profile.rounds,
+        )
+    written = lines.read_bytes().count(b'"event":"ciba_fail"')
+    lines.unlink()
     vs_floor = ratios(runs["fail"], runs["floor"])
     vs_flask = ratios(flask_runs["fail"], flask_runs["flask"])
+    defaults_vs_floor = ratios(runs["defaults"], runs["floor"])
+    audit_share = ratios(runs["defaults"], runs["fail"])
     rows = [
         Row(
             "2 fail in process",
-            "in process: fail API (memory) / raw floor",
+            "in process: defaults (audit lines written) / raw floor",
+            median(defaults_vs_floor),
+            "%",
+            baseline=f"defaults {median(runs['defaults']):,.0f} calls/s",
+            target=0.35,
+            spread=spread(defaults_vs_floor),
+            detail=f"from_env with CIBA_TOKENS only, memory store; {written:,} lines to a file via stderr",
+        ),
+        Row(
+            "2 fail in process",
+            "in process: audit log off (memory) / raw floor",
             median(vs_floor),
             "%",
-            baseline=f"floor {median(runs['floor']):,.0f} calls/s, fail API {median(runs['fail']):,.0f}",
+            baseline=f"floor {median(runs['floor']):,.0f} calls/s, audit off {median(runs['fail']):,.0f}",
             target=0.60,
             spread=spread(vs_floor),
         ),
         Row(
             "2 fail in process",
-            "in process: fail API (memory) / Flask route",
+            "in process: audit log on / off",
+            median(audit_share),
+            "%",
+            spread=spread(audit_share),
+            detail="the audit line's share of an in-process call: the call does no I/O, the line one write()",
+        ),
+        Row(
+            "2 fail in process",
+            "in process: fail API (audit off) / Flask route",
             median(vs_flask),
             "x",
             baseline=f"Flask route {median(flask_runs['flask']):,.0f} calls/s, "
@@ -209,10 +271,88 @@ def _duplicate_check_cost(calls: Calls, fail_rate: float, profile: Profile) -> R
     )
 
 
-def all_rows(profile: Profile, sections: Sequence[str]) -> list[Row]:
+def all_rows(profile: Profile, sections: Sequence[str], work_dir: Path) -> list[Row]:
     rows: list[Row] = []
     if "1" in sections:
         rows += pass_through(profile)
     if "2" in sections:
-        rows += fail_in_process(profile)
+        rows += fail_in_process(profile, work_dir)
+        rows += audit_costs(profile, work_dir)
     return rows
+
+
+def _typical_event() -> FailEvent:
+    principal = Principal(PrincipalKind.SERVICE, apps.SERVICE, frozenset((apps.SERVICE,)))
+    return FailEvent(
+        via="http",
+        route="v3",
+        service_id=apps.SERVICE,
+        principal=principal,
+        status=200,
+        result_code="A185001",
+        reason=Reason.ACCESS_DENIED,
+        action=Action.FORBIDDEN,
+        ticket_hash="c1663999959c",
+        deleted=True,
+        client_addr="127.0.0.1",
+        request_id="9a0163449c184676a5b49b8bc21913a7",
+        duration=0.000456,
+    )
+
+
+def audit_costs(profile: Profile, work_dir: Path) -> list[Row]:
+    """What one audit record costs, by way of writing it: the measurements behind the
+    choice of mechanism (docs/observability.md). Each way writes to a file of its own."""
+    event = _typical_event()
+    count = max(2000, profile.fail_calls)
+    to_file = logging.getLogger("ciba_bench.audit.file")
+    former = logging.getLogger("ciba_bench.audit.former")
+    quiet = logging.getLogger("ciba_bench.audit.quiet")
+    handlers: list[logging.Handler] = [
+        LineHandler(str(work_dir / "audit-line.jsonl")),
+        logging.StreamHandler(open(work_dir / "audit-former.jsonl", "a", encoding="utf-8")),  # noqa: SIM115
+        logging.NullHandler(logging.WARNING),
+    ]
+    for logger, handler in zip((to_file, former, quiet), handlers, strict=True):
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    handlers[1].setFormatter(logging.Formatter("%(message)s"))
+    observer = AuditLog(to_file)
+    silent = AuditLog(quiet)
+
+    def the_former_way(e: FailEvent) -> None:
+        # What AuditLog did before: a dict, json.dumps, a LogRecord, a StreamHandler.
+        record = audit_record(e)
+        former.log(logging.INFO, "%s", json.dumps(record, separators=(",", ":")), extra={"audit": record})
+
+    ways: dict[str, Callable[[FailEvent], object]] = {
+        "line": audit_line,
+        "written": observer,
+        "former": the_former_way,
+        "silent": silent,
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for way in ways.values():  # warm up
+        for _ in range(200):
+            way(event)
+    for _ in range(profile.rounds):
+        for name, way in ways.items():
+            started = time.perf_counter()
+            for _ in range(count):
+                way(event)
+            times[name].append((time.perf_counter() - started) / count * 1e9)
+    for handler in handlers:
+        handler.close()
+    for logger in (to_file, former, quiet):
+        logger.handlers[:] = []
+    labels = {
+        "line": "audit record: the line from its template",
+        "written": "audit record: built and written to a file (one write())",
+        "former": "audit record the former way (dict, json.dumps, LogRecord, StreamHandler)",
+        "silent": "audit record nobody takes (handlers, none at INFO)",
+    }
+    return [
+        Row("2 fail in process", labels[name], median(values), "ns", spread=spread(values))
+        for name, values in times.items()
+    ]

@@ -1,14 +1,22 @@
-"""The audit log: one JSON object per fail call, through stdlib logging.
+"""The audit log: one JSON object per fail call, on one line.
 
-:class:`AuditLog` is an observer of :class:`~ciba_middleware.BackchannelFailMiddleware`.
-For each call it logs, at INFO under the logger ``ciba_middleware.audit``, a message that
-*is* one JSON object on one line (ASCII, so a line is a record whatever the handler)::
+:class:`AuditLog` is an observer of :class:`~ciba_middleware.core.FailApi`. For each call
+it writes one line that *is* one JSON object (ASCII, so a line is a record whatever
+reads it)::
 
     {"time": "2026-11-27T06:52:10.431Z", "event": "ciba_fail", "request_id": "...", ...}
 
-so any handler can route it: a file, stdout, syslog, a log shipper. The same fields are on
-the record as ``record.audit`` (a dict) for handlers that build their own JSON.
-:func:`route` installs the common handlers (``CIBA_AUDIT_LOG=stdout|stderr|/path``).
+Where the line goes is decided per line by :func:`ciba_middleware.output.destination`:
+through :mod:`logging` (logger ``ciba_middleware.audit``, level INFO, the fields also on
+the record as ``record.audit``) when the app's logging has a handler for it; straight to
+the :class:`~ciba_middleware.output.LineHandler` of ``CIBA_AUDIT_LOG=stdout|stderr|/path``
+when it is the only one; to stderr when no logging is configured at all (the default
+``on``, under a bare gunicorn, ``flask run`` or uWSGI). :func:`route` installs the targets.
+
+The line is made by :func:`audit_line` from a template, not by ``json.dumps`` of a dict
+and a ``LogRecord``: that was about five times the cost of the call it described
+(``docs/observability.md`` has the measurements). :func:`audit_record` gives the same
+fields as a dict, for handlers that build their own JSON.
 
 A record never holds a token, a secret or a ticket: the event it is built from carries
 only the ticket's :func:`~ciba_middleware.stores.base.ticket_hash`.
@@ -16,18 +24,18 @@ only the ticket's :func:`~ciba_middleware.stores.base.ticket_hash`.
 
 from __future__ import annotations
 
-import json
 import logging
-import logging.handlers
-import sys
 import time
 from collections.abc import Collection
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from . import output
 from .errors import ConfigurationError
 from .events import FailEvent, outcome
+from .output import LineHandler
 
-__all__ = ["AUDIT_LOGGER", "AuditLog", "audit_record", "route"]
+__all__ = ["AUDIT_LOGGER", "AuditLog", "audit_line", "audit_record", "route"]
 
 #: The module has no ``log`` of its own: its name is the audit logger's, and everything
 #: under that logger is an audit record.
@@ -43,11 +51,12 @@ def audit_record(event: FailEvent, now: float | None = None, services: Collectio
     or the call came from the app itself. For a refused call it is the service ID the
     caller named only when that is one of ``services`` (the configured ones), else None:
     a caller may put anything in the URL or the Basic user name, a token included.
+    ``trace_id`` and ``span_id`` come last, and only when the call had a span.
     """
     created = time.time() if now is None else now
     principal = event.principal
-    return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z",
+    record = {
+        "time": _time(created),
         "event": "ciba_fail",
         "request_id": event.request_id,
         "via": event.via,
@@ -67,20 +76,87 @@ def audit_record(event: FailEvent, now: float | None = None, services: Collectio
         "store_error": event.store_error,
         "duration_ms": round(event.duration * 1000, 3),
     }
+    if event.trace_id is not None:
+        record["trace_id"] = event.trace_id
+        record["span_id"] = event.span_id
+    return record
+
+
+_LINE = (
+    '{"time":"%s","event":"ciba_fail","request_id":%s,"via":"%s","route":%s,"service":%s,'
+    '"principal_kind":%s,"principal_id":%s,"reason":%s,"action":%s,"ticket_hash":%s,"deleted":%s,'
+    '"outcome":"%s","client_addr":%s,"status":%d,"result_code":%s,"auth_failure":%s,"store_error":%s,'
+    '"duration_ms":%r%s}'
+)
+_BOOL = {None: "null", True: "true", False: "false"}
+
+
+def _string(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def audit_line(event: FailEvent, now: float | None = None, services: Collection[str] | None = None) -> str:
+    """:func:`audit_record` as its JSON line, byte for byte ``json.dumps(record,
+    separators=(",", ":"))``, without building the dict (the tests check the equality)."""
+    principal = event.principal
+    reason = event.reason
+    action = event.action
+    trace = ""
+    if event.trace_id is not None:
+        trace = f',"trace_id":{_string(event.trace_id)},"span_id":{_string(event.span_id)}'
+    return _LINE % (
+        _time(time.time() if now is None else now),
+        _string(event.request_id),
+        event.via,
+        _string(event.route),
+        _string(event.service(services)),
+        # The enums are StrEnums: each member is its value as a str, without the slow
+        # ``.value`` property.
+        "null" if principal is None else encode_basestring_ascii(principal.kind),
+        "null" if principal is None else encode_basestring_ascii(principal.id),
+        "null" if reason is None else encode_basestring_ascii(reason),
+        "null" if action is None else encode_basestring_ascii(action),
+        _string(event.ticket_hash),
+        _BOOL[event.deleted],
+        outcome(event),
+        _string(event.client_addr),
+        event.status,
+        encode_basestring_ascii(event.result_code),
+        _string(event.auth_failure),
+        _BOOL[event.store_error],
+        round(event.duration * 1000, 3),
+        trace,
+    )
+
+
+# The second a record was made, and its text: strftime once a second, not once a line.
+_second: tuple[int, str] = (-1, "")
+
+
+def _time(created: float) -> str:
+    global _second
+    whole = int(created)
+    second, text = _second
+    if second != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return "%s.%03dZ" % (text, int(created * 1000) % 1000)  # noqa: UP031 (faster than an f-string spec here)
 
 
 class AuditLog:
-    """Log each fail call as one JSON line (an observer of the middleware).
+    """Write each fail call as one JSON line (an observer of the fail API).
 
     ::
 
         middleware = BackchannelFailMiddleware(app, store=..., verifier=..., observers=[AuditLog()])
 
     :param logger: where records go; ``ciba_middleware.audit`` by default.
-    :param level: their level, INFO by default. The JSON is built only when the logger
-        is enabled for it, so an audit log nobody routes costs one level check.
+    :param level: their level, INFO by default. Nothing is built when no handler would
+        take a record of that level (:func:`ciba_middleware.output.destination`).
     :param services: the configured service IDs, so a refused call's claimed service is
         written when it is one of them (:func:`audit_record`).
+    :param fallback: where lines go when the logging system has no handler at all:
+        stderr by default, None to drop them as :mod:`logging` would.
     """
 
     def __init__(
@@ -89,30 +165,48 @@ class AuditLog:
         level: int = logging.INFO,
         *,
         services: Collection[str] | None = None,
+        fallback: LineHandler | None = output.STDERR,
     ) -> None:
         self.logger = logger if logger is not None else logging.getLogger(AUDIT_LOGGER)
         self.level = level
         self.services = frozenset(services) if services is not None else None
+        self.fallback = fallback
 
     def __call__(self, event: FailEvent) -> None:
-        if not self.logger.isEnabledFor(self.level):
+        target = output.destination(self.logger, self.level, self.fallback)
+        if target is None:
             return
-        record = audit_record(event, services=self.services)
-        self.logger.log(self.level, "%s", json.dumps(record, separators=(",", ":")), extra={"audit": record})
+        if isinstance(target, LineHandler):
+            target.write(audit_line(event, services=self.services))
+            return
+        now = time.time()
+        record = audit_record(event, now, self.services)
+        self.logger.log(self.level, "%s", audit_line(event, now, self.services), extra={"audit": record})
+
+    def where(self) -> str:
+        """Where a record would go now, in words, for the start-up line."""
+        target = output.destination(self.logger, self.level, self.fallback)
+        if target is None:
+            return "nowhere (no handler takes INFO)"
+        if isinstance(target, LineHandler):
+            return target.target
+        return f"logging ({self.logger.name})"
 
 
 def route(target: str, services: Collection[str] | None = None) -> AuditLog:
     """An :class:`AuditLog` whose records go to ``target``, for ``CIBA_AUDIT_LOG``.
 
     ``on``
-        records are emitted at INFO under ``ciba_middleware.audit`` (its level is set to
-        INFO unless already set) and reach whatever handlers the app's logging config has.
+        records go to the app's logging when it has a handler for them (under the logger
+        ``ciba_middleware.audit``, whose level is set to INFO unless already set), and to
+        stderr when no logging is configured at all.
     ``stdout`` / ``stderr``
-        also a handler writing the bare JSON lines to that stream; the logger then stops
-        propagating, so a root handler does not print each line a second time.
+        a :class:`~ciba_middleware.output.LineHandler` writing the bare JSON lines to that
+        stream; the logger then stops propagating, so a root handler does not print each
+        line a second time.
     an absolute path
-        the same to that file, appended to (a ``WatchedFileHandler``: it reopens the
-        file after logrotate moves it; several workers may append to one file).
+        the same to that file, appended to (``O_APPEND``: several workers may append to
+        one file; it is reopened after logrotate moves it).
 
     Installing the same target twice adds one handler, so building two middlewares in
     one process does not double the lines.
@@ -125,17 +219,10 @@ def route(target: str, services: Collection[str] | None = None) -> AuditLog:
     if target not in ("stdout", "stderr") and not target.startswith("/"):
         raise ConfigurationError(f"must be on, off, stdout, stderr or an absolute file path, not {target!r}")
     if not any(getattr(h, _TARGET_ATTR, None) == target for h in logger.handlers):
-        handler: logging.Handler
-        if target == "stdout":
-            handler = logging.StreamHandler(sys.stdout)
-        elif target == "stderr":
-            handler = logging.StreamHandler(sys.stderr)
-        else:
-            try:
-                handler = logging.handlers.WatchedFileHandler(target, encoding="utf-8")
-            except OSError as exc:
-                raise ConfigurationError(f"cannot open {target!r} for appending: {exc.strerror}") from None
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        try:
+            handler = LineHandler(target)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot open {target!r} for appending: {exc.strerror}") from None
         setattr(handler, _TARGET_ATTR, target)
         logger.addHandler(handler)
     logger.propagate = False

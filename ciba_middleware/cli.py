@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -215,7 +216,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 f"{exc} (a running server refuses this file, logs it at ERROR and keeps its last good grants)"
             ) from None
         raise
-    middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app))
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(not_found_app, announce=False))
     try:
         _ping(settings, middleware.store)
     finally:
@@ -249,7 +250,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = _import_app(args.app) if args.app else not_found_app
     if args.app:
         _refuse_wrapped_twice(args.app, app)
-    settings = Settings.from_mapping(os.environ)
+    settings = _serve_settings()
     if args.workers > 1 and urlsplit(settings.store_url).scheme.lower() == "memory":
         raise CommandError(
             "CIBA_STORE_URL is memory://, whose tickets live in one process: "
@@ -261,7 +262,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # each worker then builds its own middleware (its own store connections) around the
     # master's grants, which every fork brings up to date with CIBA_TOKENS_FILE.
     verifier = _scrubbed(settings, settings.build_verifier)
-    middleware = _scrubbed(settings, lambda: settings.build_middleware(app, verifier=verifier))
+    middleware = _scrubbed(settings, lambda: settings.build_middleware(app, verifier=verifier, announce=False))
     try:
         _ping(settings, middleware.store)
     finally:
@@ -334,6 +335,16 @@ def _carried_middleware(app: object, limit: int = 64) -> BackchannelFailMiddlewa
             if inner is not None and callable(inner):
                 todo.append(inner)
     return None
+
+
+def _serve_settings() -> Settings:
+    """The settings ``serve`` runs with: the audit log's ``on`` means bare JSON lines on
+    stderr, since the logging configured here is the command's own (its lines carry a
+    prefix), not an app's."""
+    settings = Settings.from_mapping(os.environ)
+    if settings.audit_log == "on":
+        settings = dataclasses.replace(settings, audit_log="stderr")
+    return settings
 
 
 # -- helpers ----------------------------------------------------------------------------

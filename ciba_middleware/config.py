@@ -22,7 +22,16 @@ INTERVAL``              on SIGHUP and fork
                         ``/metrics`` (:mod:`ciba_middleware.metrics`)
 ``CIBA_METRICS_TOKEN_   SHA-256 (hex) of the bearer token of that path;     required with the path
 SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
+``CIBA_HEALTH_PATH``    where the store's health is served for load         empty: no health endpoint
+                        balancers, e.g. ``/healthz`` (:mod:`ciba_middleware.
+                        health`)
+``CIBA_HEALTH_TIMEOUT`` seconds a health probe waits for the store's ping   1
+``CIBA_OTEL``           ``on``: a span per fail call (:mod:`ciba_middleware.   ``off``
+                        otel`, the ``[otel]`` extra)
 ======================  ==================================================  ==========================
+
+Building the API writes one start-up line per process (:meth:`Settings.build_api`): what is served,
+the store (password masked), how many grants, where audit records go.
 
 The same names are read from a Flask app's config by :mod:`ciba_middleware.flask`.
 Every problem is a :class:`~ciba_middleware.errors.ConfigurationError` naming the
@@ -41,10 +50,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import audit, metrics
+from . import audit, health, metrics, output
 from .auth import StaticTokenVerifier, TokenVerifier, clear_secret_digest, hex_digest
 from .core import FailApi
-from .errors import ConfigurationError
+from .errors import API_PATH, ConfigurationError
 from .events import Observer
 from .grants import (
     DEFAULT_INTERVAL,
@@ -56,6 +65,7 @@ from .grants import (
     read_snapshot,
 )
 from .middleware import BackchannelFailMiddleware
+from .redact import mask_url
 from .response import not_found_app
 from .stores import DEFAULT_TTL, TicketStore, store_from_url
 from .stores.base import MAX_TTL, checked_ttl, number_option
@@ -102,6 +112,11 @@ class Settings:
     metrics_path: str = ""
     #: SHA-256 (hex) of the metrics endpoint's token; a clear token is hashed when read.
     metrics_token_sha256: str = ""
+    #: ``CIBA_HEALTH_PATH``; empty: no health endpoint. ``CIBA_HEALTH_TIMEOUT``, seconds.
+    health_path: str = ""
+    health_timeout: float = health.DEFAULT_TIMEOUT
+    #: ``CIBA_OTEL``: a span per call through OpenTelemetry.
+    otel: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -123,6 +138,7 @@ class Settings:
             maximum=MAX_RELOAD_INTERVAL,
             what=f"a number of seconds from 0 to {MAX_RELOAD_INTERVAL:.0f}",
         )
+        health_path, health_timeout = _health(values)
         return cls(
             store_url=store_url,
             prefix=prefix,
@@ -139,6 +155,9 @@ class Settings:
             audit_log=_audit_log(values),
             tokens_reload_interval=interval,
             **_grants(values),
+            health_path=health_path,
+            health_timeout=health_timeout,
+            otel=_switch(values, "CIBA_OTEL"),
             **_metrics(values),
         )
 
@@ -179,23 +198,37 @@ class Settings:
         *,
         observers: Sequence[Observer] = (),
         verifier: TokenVerifier | None = None,
+        announce: bool = True,
     ) -> tuple[FailApi, WSGIApplication | None]:
         """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
 
-        The audit log and metrics observers come first, then ``observers``. With
+        The tracing, audit log and metrics observers come first, then ``observers``. With
         ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
         :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
-        that wrap a WSGI app); otherwise it comes back as given. ``verifier`` (default:
-        :meth:`build_verifier`) lets processes forked from one that built it share it.
+        that wrap a WSGI app), and with ``CIBA_HEALTH_PATH`` in a
+        :class:`~ciba_middleware.health.HealthMiddleware`; otherwise it comes back as given.
+        ``verifier`` (default: :meth:`build_verifier`) lets processes forked from one that
+        built it share it. Writes the start-up line (once per process and line) unless
+        ``announce`` is false (a build that only checks the configuration).
         """
         if verifier is None:
             verifier = self.build_verifier()
         chain: list[Observer] = []
+        if self.otel:
+            from .otel import Tracing
+
+            try:
+                # First, so that the audit record carries the span's IDs.
+                chain.append(Tracing(prefix=self.prefix))
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CIBA_OTEL: {exc}") from None
+        audit_log: audit.AuditLog | None = None
         if self.audit_log != "off":
             try:
-                chain.append(audit.route(self.audit_log, services=_services(verifier)))
+                audit_log = audit.route(self.audit_log, services=_services(verifier))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
+            chain.append(audit_log)
         if self.metrics_path:
             try:
                 collected = metrics.Metrics()
@@ -211,13 +244,34 @@ class Settings:
         chain.extend(observers)
         store = self.build_store()
         try:
+            if self.health_path and app is not None:
+                app = health.HealthMiddleware(app, store=store, path=self.health_path, timeout=self.health_timeout)
             api = FailApi(
                 store=store, verifier=verifier, prefix=self.prefix, max_body_bytes=self.max_body_bytes, observers=chain
             )
         except BaseException:
             store.close()
             raise
+        if announce:
+            _announce(self.describe(_services(verifier) or frozenset(), audit_log))
         return api, app
+
+    def describe(self, services: frozenset[str], audit_log: audit.AuditLog | None) -> str:
+        """The start-up line: routes, store (password masked), grants, where audit records go."""
+        base = f"{self.prefix}/api"
+        audited = "audit log off" if audit_log is None else f"audit records to {audit_log.where()}"
+        extras = "".join(
+            f"; {name} at {path}"
+            for name, path in (("metrics", self.metrics_path), ("health", self.health_path))
+            if path
+        )
+        if self.otel:
+            extras += "; OpenTelemetry spans on"
+        return (
+            f"fail API at POST {base}/{{serviceId}}{API_PATH} (v3) and POST {base}{API_PATH} (v2); "
+            f"store {mask_url(self.store_url)}; {_plural(len(self.grants), 'grant')} covering "
+            f"{_plural(len(services), 'service')}; {audited}{extras}"
+        )
 
     def build_middleware(
         self,
@@ -225,6 +279,7 @@ class Settings:
         *,
         observers: Sequence[Observer] = (),
         verifier: TokenVerifier | None = None,
+        announce: bool = True,
     ) -> BackchannelFailMiddleware:
         """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter).
 
@@ -232,7 +287,7 @@ class Settings:
         MetricsMiddleware` inside the fail middleware, so the result is still a
         :class:`BackchannelFailMiddleware`.
         """
-        api, inner = self.build_api(app, observers=observers, verifier=verifier)
+        api, inner = self.build_api(app, observers=observers, verifier=verifier, announce=announce)
         assert inner is not None
         return BackchannelFailMiddleware.around(inner, api)
 
@@ -259,6 +314,29 @@ def from_env(app: WSGIApplication | None = None, environ: Mapping[str, str] | No
     return settings.build_middleware(app if app is not None else not_found_app)
 
 
+#: The start-up lines already written by this process (``(pid, line)``): one each.
+_announced: set[tuple[int, str]] = set()
+
+
+def _announce(line: str) -> None:
+    """Write the start-up ``line`` once per process: at INFO under ``ciba_middleware.config``
+    when the app's logging has a handler for it, else to stderr as ``ciba-middleware: ...``
+    (:func:`ciba_middleware.output.destination`)."""
+    key = (os.getpid(), line)
+    if key in _announced:
+        return
+    _announced.add(key)
+    target = output.destination(log, logging.INFO)
+    if isinstance(target, output.LineHandler):
+        target.write(f"ciba-middleware: {line}")
+    elif target is not None:
+        log.info("%s", line)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _text(values: Mapping[str, Any], name: str, default: str) -> str:
     value = values.get(name)
     if value is None or value == "":
@@ -276,6 +354,7 @@ def _number(
     what: str,
     integer: bool = False,
     minimum: float = 0.0,
+    exclusive_minimum: bool = False,
     maximum: float,
 ) -> Any:
     """A number variable, parsed and bounded by :func:`~ciba_middleware.stores.base.number_option`."""
@@ -283,7 +362,9 @@ def _number(
     if value is None or value == "":
         return default
     try:
-        return number_option(name, name, value, integer=integer, minimum=minimum, maximum=maximum)
+        return number_option(
+            name, name, value, integer=integer, minimum=minimum, exclusive_minimum=exclusive_minimum, maximum=maximum
+        )
     except ConfigurationError:
         raise ConfigurationError(f"{name} must be {what}, not {_shown(value)}") from None
 
@@ -374,3 +455,42 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     hex_digest(digest, "CIBA_METRICS_TOKEN_SHA256")
     return {"metrics_path": path, "metrics_token_sha256": digest}
+
+
+def _switch(values: Mapping[str, Any], name: str) -> bool:
+    value = values.get(name)
+    if value is None or value == "" or value is False:
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("on", "off"):
+        return text == "on"
+    raise ConfigurationError(f"{name} must be on or off, not {value!r}")
+
+
+def _health(values: Mapping[str, Any]) -> tuple[str, float]:
+    path = _text(values, "CIBA_HEALTH_PATH", "")
+    timeout = _number(
+        values,
+        "CIBA_HEALTH_TIMEOUT",
+        health.DEFAULT_TIMEOUT,
+        what=f"a number of seconds above 0 and at most {health.MAX_TIMEOUT:g}",
+        exclusive_minimum=True,
+        maximum=health.MAX_TIMEOUT,
+    )
+    if not path:
+        if values.get("CIBA_HEALTH_TIMEOUT") not in (None, ""):
+            raise ConfigurationError(
+                "CIBA_HEALTH_TIMEOUT is set but CIBA_HEALTH_PATH is not: the health endpoint is off"
+            )
+        return "", timeout
+    try:
+        metrics.check_path(path, "health")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CIBA_HEALTH_PATH: {exc}") from None
+    if path == _text(values, "CIBA_METRICS_PATH", ""):
+        raise ConfigurationError(f"CIBA_HEALTH_PATH must differ from CIBA_METRICS_PATH, both are {path!r}")
+    if timeout > health.MAX_TIMEOUT:
+        raise ConfigurationError(f"CIBA_HEALTH_TIMEOUT must be at most {health.MAX_TIMEOUT:g} seconds, not {timeout:g}")
+    return path, timeout

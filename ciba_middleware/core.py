@@ -180,6 +180,7 @@ class FailApi:
         request_id: str | None = None,
         dpop: str = "",
         url: str = "",
+        traceparent: str | None = None,
     ) -> Answer:
         """Answer one HTTP request to ``route`` (from :meth:`route`).
 
@@ -188,7 +189,8 @@ class FailApi:
         the caller's ``Request-Id`` or ``X-Request-Id``, kept when well formed (else a new
         one is made): every answer carries it as ``Request-Id``, and so do the event and the
         log lines of the call. ``dpop`` is the ``DPoP`` header and ``url`` the URL the
-        request was sent to (scheme, host and path), for DPoP-bound tokens. Never raises:
+        request was sent to (scheme, host and path), for DPoP-bound tokens; ``traceparent``
+        joins the caller's trace (W3C Trace Context), for tracing. Never raises:
         this is the one place where an unexpected exception becomes an answer.
         """
         started = time.perf_counter() if self.observers else 0.0
@@ -197,6 +199,8 @@ class FailApi:
         service: str | None = route[1]
         params: FailParams | None = None
         deleted: bool | None = None
+        store_started: float | None = None
+        store_duration: float | None = None
         try:
             if method != "POST":
                 raise MethodNotAllowed(f"use POST, not {_ascii(method)}.")
@@ -206,7 +210,10 @@ class FailApi:
             if not principal.covers(service):
                 raise Forbidden(f"the credentials do not cover the service {_ascii(service)}.")
             params = read_params(body, self.max_body_bytes)
+            if self.observers and params.ticket:
+                store_started = time.perf_counter()
             deleted = self._delete(service, params.ticket, request_id)
+            store_duration = _since(store_started)
         except ApiError as exc:
             error = exc
         except Exception:
@@ -225,7 +232,18 @@ class FailApi:
             event = None
             if self.observers:
                 event = self._event(
-                    route[0], service, principal, params, deleted, None, started, client_addr, request_id
+                    route[0],
+                    service,
+                    principal,
+                    params,
+                    deleted,
+                    None,
+                    started,
+                    client_addr,
+                    request_id,
+                    store_duration,
+                    method,
+                    traceparent,
                 )
             return _new_answer(Answer, (200, headers, answer, event))
 
@@ -233,7 +251,21 @@ class FailApi:
         headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
         event = None
         if self.observers:
-            event = self._event(route[0], service, principal, params, deleted, error, started, client_addr, request_id)
+            event = self._event(
+                route[0],
+                service,
+                principal,
+                params,
+                deleted,
+                error,
+                started,
+                client_addr,
+                request_id,
+                # The store failed: the time until it did.
+                store_duration if store_duration is not None else _since(store_started),
+                method,
+                traceparent,
+            )
         return _new_answer(Answer, (error.status, headers, b"" if method == "HEAD" else answer, event))
 
     # -- in process -------------------------------------------------------------------
@@ -263,15 +295,18 @@ class FailApi:
         )
         error: StoreFailed | None = None
         deleted: bool | None = None
+        store_started = time.perf_counter() if self.observers and params.ticket else None
         try:
             deleted = self._delete(service_id, params.ticket)
         except StoreFailed as exc:
             error = exc
+            store_duration = _since(store_started)
             response = FailResponse.from_error(exc)
         else:
+            store_duration = _since(store_started)
             response = FailResponse.success(params.reason, params.error_description, params.error_uri)
         if self.observers:
-            self._event(None, service_id, None, params, deleted, error, started, None, None)
+            self._event(None, service_id, None, params, deleted, error, started, None, None, store_duration)
         return response
 
     # -- shared -----------------------------------------------------------------------
@@ -304,8 +339,12 @@ class FailApi:
         started: float,
         client_addr: str | None,
         request_id: str | None,
+        store_duration: float | None,
+        method: str | None = None,
+        traceparent: str | None = None,
     ) -> FailEvent:
-        """Build the call's event (``route`` None: in process) and hand it to the observers."""
+        """Build the call's event (``route`` None: in process), hand it to the observers,
+        and return it as the last of them left it."""
         action: Action | None
         if error is None:
             assert params is not None
@@ -329,9 +368,16 @@ class FailApi:
             client_addr=client_addr,
             request_id=request_id,
             duration=time.perf_counter() - started,
+            store_duration=store_duration,
+            method=method,
+            traceparent=traceparent,
         )
-        notify(self.observers, event)
-        return event
+        return notify(self.observers, event)
+
+
+def _since(started: float | None) -> float | None:
+    """Seconds since ``started``, or None when it was never set."""
+    return None if started is None else time.perf_counter() - started
 
 
 def pick_request_id(*candidates: str | None) -> str:

@@ -2,15 +2,15 @@
 
 The middleware builds a :class:`FailEvent` only when it has observers, after the answer
 is decided, and hands it to each observer in turn; an observer that raises is logged and
-ignored, so observability can never change an answer.
+ignored, so observability can never change an answer. An observer may return a new event
+(the tracing observer adds the span's IDs), which the observers after it get instead.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .auth import Principal
 from .reasons import Action, Reason
@@ -20,9 +20,13 @@ __all__ = ["FailEvent", "Observer", "notify", "outcome"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class FailEvent:
-    """One call of the fail API, over HTTP or in process. Never holds a secret or a clear ticket."""
+class FailEvent(NamedTuple):
+    """One call of the fail API, over HTTP or in process. Never holds a secret or a clear ticket.
+
+    A named tuple, immutable as a frozen dataclass would be, but built four times faster
+    (measured: about 0.8 us against 3 us for twenty fields), and it is built on every
+    observed call. ``event._replace(field=...)`` gives a changed copy.
+    """
 
     via: Literal["http", "in_process"]
     #: ``v3`` (``/api/{serviceId}/...``), ``v2`` (``/api/...``), or None in process.
@@ -46,6 +50,15 @@ class FailEvent:
     request_id: str | None = None
     #: Seconds from the start of the call to the answer.
     duration: float = 0.0
+    #: Seconds spent in the store's delete; None when no ticket was looked up in it.
+    store_duration: float | None = None
+    #: The HTTP method (None in process) and the caller's ``traceparent`` header, as sent.
+    method: str | None = None
+    traceparent: str | None = None
+    #: The call's span (32 and 16 lowercase hex digits), set by a tracing observer
+    #: (:mod:`ciba_middleware.otel`) for the observers after it.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def service(self, configured: Collection[str] | None = None) -> str | None:
         """The service this call may be logged or counted under, or None.
@@ -65,7 +78,8 @@ class FailEvent:
         return None
 
 
-Observer = Callable[[FailEvent], None]
+#: Called with each event; may return a new one for the observers that follow (or None).
+Observer = Callable[[FailEvent], "FailEvent | None"]
 
 
 def outcome(event: FailEvent) -> str:
@@ -87,10 +101,18 @@ def outcome(event: FailEvent) -> str:
     return "deleted" if event.deleted else "not_found"
 
 
-def notify(observers: Sequence[Observer], event: FailEvent) -> None:
-    """Give ``event`` to each observer; one that raises is logged and ignored."""
+def notify(observers: Sequence[Observer], event: FailEvent) -> FailEvent:
+    """Give ``event`` to each observer; one that raises is logged and ignored.
+
+    An observer that returns a :class:`FailEvent` hands it to those after it; the last
+    such event is returned.
+    """
     for observer in observers:
         try:
-            observer(event)
+            changed = observer(event)
         except Exception:
             log.exception("fail API observer %r raised; ignored", observer)
+        else:
+            if isinstance(changed, FailEvent):
+                event = changed
+    return event

@@ -246,13 +246,14 @@ class MetricsMiddleware:
         return hmac.compare_digest(given, self._digest)
 
 
-def check_path(path: str) -> None:
-    """Raise ConfigurationError unless ``path`` can serve metrics: absolute, no query,
-    not one of the fail API's paths."""
+def check_path(path: str, what: str = "metrics") -> None:
+    """Raise ConfigurationError unless ``path`` can serve ``what`` (metrics, health):
+    absolute, no query, not one of the fail API's paths."""
     if not isinstance(path, str) or not _PATH.fullmatch(path) or "//" in path:
-        raise ConfigurationError(f"the metrics path must look like /metrics, not {path!r}")
+        example = "/metrics" if what == "metrics" else "/healthz"
+        raise ConfigurationError(f"the {what} path must look like {example}, not {path!r}")
     if path.endswith(API_PATH):
-        raise ConfigurationError(f"the metrics path must not end with {API_PATH}, the fail API's own routes")
+        raise ConfigurationError(f"the {what} path must not end with {API_PATH}, the fail API's own routes")
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -91,6 +91,7 @@ class BackchannelFailMiddleware(Adapter):
             pick_request_id(get("HTTP_REQUEST_ID"), get("HTTP_X_REQUEST_ID")),
             dpop,
             _url(environ) if dpop else "",
+            get("HTTP_TRACEPARENT"),
         )
         start_response(answer.status_line, answer.headers)
         return [answer.body]

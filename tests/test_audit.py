@@ -26,6 +26,8 @@ from conftest import (
     ciba_env,
     free_port,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ciba_middleware import (
     BackchannelFailMiddleware,
@@ -35,7 +37,10 @@ from ciba_middleware import (
     StaticTokenVerifier,
     not_found_app,
 )
-from ciba_middleware.audit import AUDIT_LOGGER, AuditLog, route
+from ciba_middleware.audit import AUDIT_LOGGER, AuditLog, audit_line, audit_record, route
+from ciba_middleware.auth import Principal, PrincipalKind
+from ciba_middleware.events import FailEvent
+from ciba_middleware.reasons import Action
 from ciba_middleware.stores import store_from_url
 from ciba_middleware.stores.base import new_ticket, ticket_hash
 
@@ -149,7 +154,7 @@ def test_one_json_line_per_call_over_gunicorn(
 
     if target == "file":
         lines = audit_file.read_text().splitlines()
-        assert "{" not in server.log()
+        assert not [line for line in server.log().splitlines() if line.startswith("{")]
     else:
         lines = [line for line in server.log().splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
@@ -343,7 +348,7 @@ def test_one_handler_per_target_however_many_middlewares(tmp_path: Path, audit_l
     for _ in range(3):
         route(path)
         route("stderr")
-    assert sorted(type(h).__name__ for h in audit_logger.handlers) == ["StreamHandler", "WatchedFileHandler"]
+    assert sorted(h.target for h in audit_logger.handlers) == [path, "stderr"]
     assert audit_logger.propagate is False
     AuditLog()(_event())
     assert len(Path(path).read_text().splitlines()) == 1
@@ -382,3 +387,114 @@ def test_unwritable_file_fails_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         settings.build_middleware(not_found_app)
     assert str(info.value) == (f"CIBA_AUDIT_LOG: cannot open {str(target)!r} for appending: No such file or directory")
+
+
+# -- the line is the record -----------------------------------------------------------
+
+_text = st.one_of(st.none(), st.text(max_size=40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    via=st.sampled_from(["http", "in_process"]),
+    route_=st.sampled_from([None, "v3", "v2"]),
+    service=_text,
+    principal=st.one_of(
+        st.none(),
+        st.builds(
+            Principal, st.sampled_from(list(PrincipalKind)), st.text(max_size=20), st.frozensets(st.text(max_size=5))
+        ),
+    ),
+    status=st.sampled_from([200, 400, 401, 403, 405, 413, 415, 500]),
+    reason=st.one_of(st.none(), st.sampled_from(list(Reason))),
+    action=st.one_of(st.none(), st.sampled_from(list(Action))),
+    deleted=st.sampled_from([None, True, False]),
+    store_error=st.booleans(),
+    strings=st.tuples(_text, _text, _text, _text),
+    duration=st.floats(min_value=0, max_value=100, allow_nan=False),
+    trace=st.one_of(st.none(), st.tuples(st.text(max_size=32), st.text(max_size=16))),
+    now=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    configured=st.one_of(st.none(), st.frozensets(st.text(max_size=5))),
+)
+def test_the_line_is_the_record_as_compact_json(
+    via: Any,
+    route_: Any,
+    service: str | None,
+    principal: Principal | None,
+    status: int,
+    reason: Reason | None,
+    action: Action | None,
+    deleted: bool | None,
+    store_error: bool,
+    strings: tuple[str | None, str | None, str | None, str | None],
+    duration: float,
+    trace: tuple[str, str] | None,
+    now: float,
+    configured: frozenset[str] | None,
+) -> None:
+    ticket, auth_failure, client_addr, request_id = strings
+    event = FailEvent(
+        via=via,
+        route=route_,
+        service_id=service,
+        principal=principal,
+        status=status,
+        result_code="A185001",
+        reason=reason,
+        action=action,
+        ticket_hash=ticket,
+        deleted=deleted,
+        auth_failure=auth_failure,
+        store_error=store_error,
+        client_addr=client_addr,
+        request_id=request_id,
+        duration=duration,
+        trace_id=trace[0] if trace else None,
+        span_id=trace[1] if trace else None,
+    )
+    line = audit_line(event, now, configured)
+    assert line == json.dumps(audit_record(event, now, configured), separators=(",", ":"))
+    assert line.isascii()
+    assert "\n" not in line
+
+
+def test_trace_ids_come_last_and_only_with_a_span() -> None:
+    event = _event()
+    assert "trace_id" not in audit_record(event, 0.0)
+    traced = audit_record(event._replace(trace_id="a" * 32, span_id="b" * 16), 0.0)
+    assert list(traced)[-2:] == ["trace_id", "span_id"]
+    assert (traced["trace_id"], traced["span_id"]) == ("a" * 32, "b" * 16)
+
+
+# -- where "on" writes ----------------------------------------------------------------
+
+
+def test_nothing_is_built_when_no_handler_takes_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("ciba_test.audit.quiet")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    built: list[FailEvent] = []
+    monkeypatch.setattr("ciba_middleware.audit.audit_line", lambda event, *a: built.append(event) or "{}")
+    try:
+        AuditLog(logger)(_event())
+        assert built == []
+        handler.setLevel(logging.INFO)
+        AuditLog(logger)(_event())
+        assert len(built) == 1
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_with_no_handler_at_all_on_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("ciba_test.audit.unconfigured")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    AuditLog(logger)(_event())
+    AuditLog(logger, fallback=None)(_event())
+    out, err = capfd.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert json.loads(line)["service"] == "1"

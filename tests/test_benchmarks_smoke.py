@@ -20,15 +20,31 @@ ROWS = [
     "in process: Flask wrapped / bare",
     "in process: time the middleware adds",
     "gunicorn: Flask wrapped / bare",
-    "in process: fail API (memory) / raw floor",
-    "in process: fail API (memory) / Flask route",
+    "in process: defaults (audit lines written) / raw floor",
+    "in process: audit log off (memory) / raw floor",
+    "in process: audit log on / off",
+    "in process: fail API (audit off) / Flask route",
     "reference: same checks, one flat function / raw floor",
     "duplicate-member check: share of a call",
+    "audit record: the line from its template",
+    "audit record: built and written to a file (one write())",
+    "audit record the former way (dict, json.dumps, LogRecord, StreamHandler)",
+    "audit record nobody takes (handlers, none at INFO)",
     "gunicorn: raw floor (baseline)",
-    "gunicorn: memory store / raw floor",
-    "gunicorn: sqlite store / raw floor",
-    "gunicorn: redis store / raw floor",
-    "gunicorn: postgresql store / raw floor",
+    "gunicorn: defaults, memory store / raw floor",
+    "gunicorn: audit log off, memory store / raw floor",
+    "gunicorn: defaults, sqlite store / raw floor",
+    "gunicorn: audit log off, sqlite store / raw floor",
+    "gunicorn: defaults, redis store / raw floor",
+    "gunicorn: defaults, postgresql store / raw floor",
+    "gunicorn: defaults, redis store / its ceiling",
+    "gunicorn: defaults, postgresql store / its ceiling",
+    "gunicorn: audit log on / off, memory store",
+    "gunicorn: audit log on / off, sqlite store",
+    "gunicorn: health endpoint probed 1/s, on / off",
+    "gunicorn worker CPU per request: audit log off",
+    "gunicorn worker CPU per request: defaults (audit line written)",
+    "gunicorn worker CPU: the audit line's share",
     "reference: floor + one redis round trip / raw floor",
     "reference: floor + one postgresql round trip / raw floor",
     "redis: round trips per fail call",
@@ -51,10 +67,15 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def quick_run() -> str:
+def chart_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chart") / "performance.png"
+
+
+@pytest.fixture(scope="module")
+def quick_run(chart_path: Path) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
+        [sys.executable, "-m", "benchmarks", "--quick", "--chart", str(chart_path)],
         cwd=str(ROOT),
         env=env,
         capture_output=True,
@@ -75,6 +96,12 @@ def test_the_quick_profile_prints_every_row(quick_run: str, row: str) -> None:
     assert cells[2], lines[0]
     if cells[2] == "n/a":
         assert "not measured:" in cells[-1], lines[0]
+
+
+@pytest.mark.slow
+def test_the_chart_is_drawn(quick_run: str, chart_path: Path) -> None:
+    assert chart_path.read_bytes().startswith(b"\x89PNG\r\n")
+    assert chart_path.stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 import webtest
-from conftest import GRANTS, SERVICE, SERVICE_TOKEN
+from conftest import GRANTS, SERVICE, SERVICE_TOKEN, ciba_env
 
-from ciba_middleware import ConfigurationError, from_env, sha256_hex
+from ciba_middleware import ConfigurationError, Settings, from_env, not_found_app, sha256_hex
 from ciba_middleware.stores.memory import MemoryTicketStore
 from ciba_middleware.stores.sqlite import SQLiteTicketStore
 
@@ -156,3 +157,25 @@ def test_bad_configuration_fails_at_start_up_naming_the_variable(
     with pytest.raises(ConfigurationError) as info:
         from_env(environ={**base, **environ})
     assert message in str(info.value)
+
+
+def test_one_start_up_line_per_process_and_configuration(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    env = ciba_env(tmp_path, CIBA_STORE_URL="postgresql://bob:hunter2@db.invalid/ciba?connect_timeout=1")
+    settings = Settings.from_mapping({**env, "CIBA_PATH_PREFIX": "/start-up"})
+    with caplog.at_level(logging.INFO, logger="ciba_middleware.config"):
+        line = settings.describe(frozenset({"1", "2"}), None)
+        for _ in range(3):
+            Settings.from_mapping({**ciba_env(tmp_path), "CIBA_PATH_PREFIX": "/start-up"}).build_middleware(
+                not_found_app
+            )
+        settings.build_api(announce=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ciba_middleware.config"]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "fail API at POST /start-up/api/{serviceId}/backchannel/authentication/fail (v3) and "
+        "POST /start-up/api/backchannel/authentication/fail (v2); store sqlite:///"
+    )
+    assert lines[0].endswith("; 5 grants covering 3 services; audit records to logging (ciba_middleware.audit)")
+    assert "hunter2" not in line
+    assert "postgresql://bob:***@db.invalid/ciba" in line
+    assert line.endswith("; 5 grants covering 2 services; audit log off")
