@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from enum import Enum
 from http import HTTPStatus
-from typing import Literal, NamedTuple, TypedDict
+from typing import Generic, Literal, NamedTuple, TypedDict, TypeVar, overload
 
 from .auth import Principal, TokenVerifier, authenticate
 from .errors import (
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: ``("v3", service ID)`` for ``/api/{serviceId}/...``, ``("v2", None)`` for ``/api/...``.
 Route = tuple[Literal["v3", "v2"], str | None]
@@ -199,6 +201,7 @@ class FailApi:
         service: str | None = route[1]
         params: FailParams | None = None
         deleted: bool | None = None
+        error: ApiError | None = None
         store_started: float | None = None
         store_duration: float | None = None
         try:
@@ -221,7 +224,9 @@ class FailApi:
             # that can fail.
             log.exception("unexpected error in the fail API (request %s)", request_id)
             error = InternalError("an unexpected error occurred; see the server log.")
-        else:
+        if error is None:
+            assert params is not None
+            status = 200
             if params.error_description is None and params.error_uri is None:
                 fixed, answer = PLAIN_ANSWERS[params.reason]
                 # A list of its own each time: whoever gets it may append to it.
@@ -229,26 +234,14 @@ class FailApi:
             else:
                 answer = success_json(params.reason, params.error_description, params.error_uri)
                 headers = [*HEADERS, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
-            event = None
-            if self.observers:
-                event = self._event(
-                    route[0],
-                    service,
-                    principal,
-                    params,
-                    deleted,
-                    None,
-                    started,
-                    client_addr,
-                    request_id,
-                    store_duration,
-                    method,
-                    traceparent,
-                )
-            return _new_answer(Answer, (200, headers, answer, event))
-
-        answer = error_body(error)
-        headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
+        else:
+            status = error.status
+            answer = error_body(error)
+            headers = [*HEADERS, *error.headers, ("Content-Length", str(len(answer))), (REQUEST_ID_HEADER, request_id)]
+            if method == "HEAD":
+                answer = b""
+            if store_duration is None:
+                store_duration = _since(store_started)  # the store failed: the time until it did
         event = None
         if self.observers:
             event = self._event(
@@ -261,12 +254,11 @@ class FailApi:
                 started,
                 client_addr,
                 request_id,
-                # The store failed: the time until it did.
-                store_duration if store_duration is not None else _since(store_started),
+                store_duration,
                 method,
                 traceparent,
             )
-        return _new_answer(Answer, (error.status, headers, b"" if method == "HEAD" else answer, event))
+        return _new_answer(Answer, (status, headers, answer, event))
 
     # -- in process -------------------------------------------------------------------
 
@@ -391,6 +383,26 @@ def pick_request_id(*candidates: str | None) -> str:
     return os.urandom(16).hex()
 
 
+class _ReadThrough(Generic[T]):
+    """An adapter's attribute that is its FailApi's attribute of the same name, read-only."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, adapter: None, owner: type) -> _ReadThrough[T]: ...
+    @overload
+    def __get__(self, adapter: Adapter, owner: type) -> T: ...
+    def __get__(self, adapter: Adapter | None, owner: type) -> T | _ReadThrough[T]:
+        if adapter is None:
+            return self
+        value: T = getattr(adapter.api, self.name)
+        return value
+
+    def __set__(self, adapter: Adapter, value: T) -> None:
+        raise AttributeError(f"{self.name} is the FailApi's setting: build another middleware to change it")
+
+
 class Adapter:
     """The base of a transport's adapter (WSGI, ASGI): ``api``, and its settings read through.
 
@@ -398,26 +410,11 @@ class Adapter:
     """
 
     api: FailApi
-
-    @property
-    def store(self) -> TicketStore:
-        return self.api.store
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.api.verifier
-
-    @property
-    def prefix(self) -> str:
-        return self.api.prefix
-
-    @property
-    def max_body_bytes(self) -> int:
-        return self.api.max_body_bytes
-
-    @property
-    def observers(self) -> tuple[Observer, ...]:
-        return self.api.observers
+    store = _ReadThrough[TicketStore]()
+    verifier = _ReadThrough[TokenVerifier]()
+    prefix = _ReadThrough[str]()
+    max_body_bytes = _ReadThrough[int]()
+    observers = _ReadThrough[tuple[Observer, ...]]()
 
 
 def _ascii(value: str, limit: int = 64) -> str:
