@@ -59,6 +59,11 @@ API_HEADERS = {
 }
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header of a Bearer token (RFC 6750)."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def basic(key: str, secret: str) -> dict[str, str]:
     """The ``Authorization`` header of HTTP Basic (RFC 7617) for ``key:secret``."""
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")}

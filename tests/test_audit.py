@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -23,6 +22,8 @@ from conftest import (
     SERVICE,
     SERVICE_TOKEN,
     LiveServer,
+    basic,
+    bearer,
     ciba_env,
     free_port,
 )
@@ -82,14 +83,6 @@ def audit_logger() -> Iterator[logging.Logger]:
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
 
 def stable(record: dict[str, Any]) -> dict[str, Any]:

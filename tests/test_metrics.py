@@ -23,6 +23,7 @@ from conftest import (
     SERVICE_TOKEN,
     LiveServer,
     basic,
+    bearer,
     ciba_env,
     free_port,
 )
@@ -84,10 +85,6 @@ def scrape(url: str) -> Samples:
     response = requests.get(url + "/metrics", headers=METRICS_AUTH, timeout=10)
     assert response.status_code == 200, response.text
     return samples(response.text)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def post(url: str, path: str, headers: dict[str, str], body: dict[str, str]) -> requests.Response:
