@@ -164,7 +164,9 @@ def test_streamed_response_and_close(server: LiveServer) -> None:
         assert response.headers.get("Transfer-Encoding") == "chunked"
         chunks = [line for line in response.iter_lines() if line]
     assert chunks == [f"chunk {i}".encode() for i in range(5)]
+    # The app writes the file when the server closes the response: it may exist, still
+    # empty, for a moment.
     deadline = time.monotonic() + 5
-    while not close_file.exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (close_file.exists() and close_file.read_text()):
         time.sleep(0.05)
     assert close_file.read_text() == "closed"
