@@ -66,15 +66,21 @@ def hup_and_wait(server: LiveServer, workers: int = 2) -> None:
     time.sleep(0.5)
 
 
-@pytest.mark.parametrize("preload", [pytest.param(False, id="no-preload"), pytest.param(True, id="preload")])
-def test_gunicorn_bad_file_then_good_one(tmp_path: Path, live_server: Callable[..., LiveServer], preload: bool) -> None:
+def tokens_file_env(tmp_path: Path, *, interval: str) -> tuple[Path, dict[str, str]]:
+    """A tokens file granting "old-token", and the environment of a server reading it."""
     tokens = tmp_path / "tokens.json"
     tokens.write_text(grants_for("old-token"))
     env = {
         "CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}",
         "CIBA_TOKENS_FILE": str(tokens),
-        "CIBA_TOKENS_RELOAD_INTERVAL": "0.2",
+        "CIBA_TOKENS_RELOAD_INTERVAL": interval,
     }
+    return tokens, env
+
+
+@pytest.mark.parametrize("preload", [pytest.param(False, id="no-preload"), pytest.param(True, id="preload")])
+def test_gunicorn_bad_file_then_good_one(tmp_path: Path, live_server: Callable[..., LiveServer], preload: bool) -> None:
+    tokens, env = tokens_file_env(tmp_path, interval="0.2")
     server = live_server(env=env, workers=2, extra=("--preload",) if preload else ())
     # Both workers of the first start have read the file (one that had not would stop the
     # server on the bad file below: it is still the first start).
@@ -113,13 +119,7 @@ def test_gunicorn_bad_file_then_good_one(tmp_path: Path, live_server: Callable[.
 def test_gunicorn_preload_sighup_reads_the_file(tmp_path: Path, live_server: Callable[..., LiveServer]) -> None:
     """Under --preload the workers are forks of the master: SIGHUP used to give them the
     grants of start-up again. With looks turned off, only the SIGHUP can bring the new file."""
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(grants_for("old-token"))
-    env = {
-        "CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}",
-        "CIBA_TOKENS_FILE": str(tokens),
-        "CIBA_TOKENS_RELOAD_INTERVAL": "0",
-    }
+    tokens, env = tokens_file_env(tmp_path, interval="0")
     server = live_server(env=env, extra=("--preload",))
     assert statuses(server.url, "old-token", "new-token") == {(200, 401)}  # the worker's first look
     write_atomically(tokens, grants_for("new-token"))
@@ -130,13 +130,7 @@ def test_gunicorn_preload_sighup_reads_the_file(tmp_path: Path, live_server: Cal
 
 
 def test_gunicorn_in_place_half_write(tmp_path: Path, live_server: Callable[..., LiveServer]) -> None:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(grants_for("old-token"))
-    env = {
-        "CIBA_STORE_URL": f"sqlite:///{tmp_path / 't.sqlite3'}",
-        "CIBA_TOKENS_FILE": str(tokens),
-        "CIBA_TOKENS_RELOAD_INTERVAL": "0.2",
-    }
+    tokens, env = tokens_file_env(tmp_path, interval="0.2")
     server = live_server(env=env)
     whole = grants_for("new-token")
     with open(tokens, "w") as f:
