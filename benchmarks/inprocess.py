@@ -190,7 +190,7 @@ def fail_in_process(profile: Profile, work_dir: Path) -> list[Row]:
             median(audit_share),
             "%",
             spread=spread(audit_share),
-            detail="the audit line's share of an in-process call: the call does no I/O, the line one write()",
+            detail="the audit line's share of an in-process call: the call does no I/O, its lines written together by the writer thread",
         ),
         Row(
             "2 fail in process",
@@ -306,19 +306,22 @@ def audit_costs(profile: Profile, work_dir: Path) -> list[Row]:
     event = _typical_event()
     count = max(2000, profile.fail_calls)
     to_file = logging.getLogger("ciba_bench.audit.file")
+    at_once = logging.getLogger("ciba_bench.audit.at_once")
     former = logging.getLogger("ciba_bench.audit.former")
     quiet = logging.getLogger("ciba_bench.audit.quiet")
     handlers: list[logging.Handler] = [
         LineHandler(str(work_dir / "audit-line.jsonl")),
+        LineHandler(str(work_dir / "audit-at-once.jsonl"), delay=0),
         logging.StreamHandler(open(work_dir / "audit-former.jsonl", "a", encoding="utf-8")),  # noqa: SIM115
         logging.NullHandler(logging.WARNING),
     ]
-    for logger, handler in zip((to_file, former, quiet), handlers, strict=True):
+    for logger, handler in zip((to_file, at_once, former, quiet), handlers, strict=True):
         logger.handlers[:] = [handler]
         logger.propagate = False
         logger.setLevel(logging.INFO)
-    handlers[1].setFormatter(logging.Formatter("%(message)s"))
+    handlers[2].setFormatter(logging.Formatter("%(message)s"))
     observer = AuditLog(to_file)
+    written_at_once = AuditLog(at_once)
     silent = AuditLog(quiet)
 
     def the_former_way(e: FailEvent) -> None:
@@ -329,6 +332,7 @@ def audit_costs(profile: Profile, work_dir: Path) -> list[Row]:
     ways: dict[str, Callable[[FailEvent], object]] = {
         "line": audit_line,
         "written": observer,
+        "at_once": written_at_once,
         "former": the_former_way,
         "silent": silent,
     }
@@ -344,11 +348,12 @@ def audit_costs(profile: Profile, work_dir: Path) -> list[Row]:
             times[name].append((time.perf_counter() - started) / count * 1e9)
     for handler in handlers:
         handler.close()
-    for logger in (to_file, former, quiet):
+    for logger in (to_file, at_once, former, quiet):
         logger.handlers[:] = []
     labels = {
         "line": "audit record: the line from its template",
-        "written": "audit record: built and written to a file (one write())",
+        "written": "audit record: built and written to a file (the default: lines share write()s)",
+        "at_once": "audit record: built and written to a file at once (CIBA_AUDIT_FLUSH=0)",
         "former": "audit record the former way (dict, json.dumps, LogRecord, StreamHandler)",
         "silent": "audit record nobody takes (handlers, none at INFO)",
     }

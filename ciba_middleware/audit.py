@@ -82,55 +82,60 @@ def audit_record(event: FailEvent, now: float | None = None, services: Collectio
     return record
 
 
-_LINE = (
-    '{"time":"%s","event":"ciba_fail","request_id":%s,"via":"%s","route":%s,"service":%s,'
-    '"principal_kind":%s,"principal_id":%s,"reason":%s,"action":%s,"ticket_hash":%s,"deleted":%s,'
-    '"outcome":"%s","client_addr":%s,"status":%d,"result_code":%s,"auth_failure":%s,"store_error":%s,'
-    '"duration_ms":%r%s}'
-)
 _BOOL = {None: "null", True: "true", False: "false"}
+_STATUS = {status: str(status) for status in range(100, 600)}
+
+
+def audit_line(event: FailEvent, now: float | None = None, services: Collection[str] | None = None) -> str:
+    """:func:`audit_record` as its JSON line, without building the dict: the same members
+    in the same order, ``duration_ms`` with exactly three decimals (the tests check that
+    ``json.loads`` of the line is the record). One f-string: about half the cost of the
+    ``%`` template it replaced, and a fifth of ``json.dumps`` (``docs/observability.md``)."""
+    principal = event.principal
+    reason = event.reason
+    action = event.action
+    request_id = event.request_id
+    route = event.route
+    service = event.service(services)
+    ticket = event.ticket_hash
+    client = event.client_addr
+    failure = event.auth_failure
+    trace = ""
+    if event.trace_id is not None:
+        trace = f',"trace_id":{_string(event.trace_id)},"span_id":{_string(event.span_id)}'
+    # The enums are StrEnums: each member is its value as a str, without the slow
+    # ``.value`` property. Every free string is escaped; the enums, the route and ``via``
+    # are ours and plain ASCII.
+    return (
+        f'{{"time":"{_time(time.time() if now is None else now)}","event":"ciba_fail",'
+        f'"request_id":{"null" if request_id is None else _escape(request_id)},"via":"{event.via}",'
+        f'"route":{"null" if route is None else f"{_QUOTE}{route}{_QUOTE}"},'
+        f'"service":{"null" if service is None else _escape(service)},'
+        f'"principal_kind":{"null" if principal is None else f"{_QUOTE}{principal.kind}{_QUOTE}"},'
+        f'"principal_id":{"null" if principal is None else _escape(principal.id)},'
+        f'"reason":{"null" if reason is None else f"{_QUOTE}{reason}{_QUOTE}"},'
+        f'"action":{"null" if action is None else f"{_QUOTE}{action}{_QUOTE}"},'
+        f'"ticket_hash":{"null" if ticket is None else _escape(ticket)},'
+        f'"deleted":{_BOOL[event.deleted]},"outcome":"{outcome(event)}",'
+        f'"client_addr":{"null" if client is None else _escape(client)},'
+        f'"status":{_STATUS.get(event.status) or str(event.status)},"result_code":"{event.result_code}",'
+        f'"auth_failure":{"null" if failure is None else _escape(failure)},'
+        f'"store_error":{_BOOL[event.store_error]},"duration_ms":{event.duration * 1000:.3f}{trace}}}'
+    )
+
+
+_QUOTE = '"'
+_escape = encode_basestring_ascii
 
 
 def _string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def audit_line(event: FailEvent, now: float | None = None, services: Collection[str] | None = None) -> str:
-    """:func:`audit_record` as its JSON line, byte for byte ``json.dumps(record,
-    separators=(",", ":"))``, without building the dict (the tests check the equality)."""
-    principal = event.principal
-    reason = event.reason
-    action = event.action
-    trace = ""
-    if event.trace_id is not None:
-        trace = f',"trace_id":{_string(event.trace_id)},"span_id":{_string(event.span_id)}'
-    return _LINE % (
-        _time(time.time() if now is None else now),
-        _string(event.request_id),
-        event.via,
-        _string(event.route),
-        _string(event.service(services)),
-        # The enums are StrEnums: each member is its value as a str, without the slow
-        # ``.value`` property.
-        "null" if principal is None else encode_basestring_ascii(principal.kind),
-        "null" if principal is None else encode_basestring_ascii(principal.id),
-        "null" if reason is None else encode_basestring_ascii(reason),
-        "null" if action is None else encode_basestring_ascii(action),
-        _string(event.ticket_hash),
-        _BOOL[event.deleted],
-        outcome(event),
-        _string(event.client_addr),
-        event.status,
-        encode_basestring_ascii(event.result_code),
-        _string(event.auth_failure),
-        _BOOL[event.store_error],
-        round(event.duration * 1000, 3),
-        trace,
-    )
-
-
-# The second a record was made, and its text: strftime once a second, not once a line.
+# The second a record was made, and its text: strftime once a second, not once a line;
+# the milliseconds from a table.
 _second: tuple[int, str] = (-1, "")
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def _time(created: float) -> str:
@@ -140,7 +145,7 @@ def _time(created: float) -> str:
     if second != whole:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
         _second = (whole, text)
-    return "%s.%03dZ" % (text, int(created * 1000) % 1000)  # noqa: UP031 (faster than an f-string spec here)
+    return text + _MILLISECONDS[int(created * 1000) % 1000]
 
 
 class AuditLog:
@@ -193,7 +198,7 @@ class AuditLog:
         return f"logging ({self.logger.name})"
 
 
-def route(target: str, services: Collection[str] | None = None) -> AuditLog:
+def route(target: str, services: Collection[str] | None = None, delay: float = output.DEFAULT_DELAY) -> AuditLog:
     """An :class:`AuditLog` whose records go to ``target``, for ``CIBA_AUDIT_LOG``.
 
     ``on``
@@ -208,6 +213,10 @@ def route(target: str, services: Collection[str] | None = None) -> AuditLog:
         the same to that file, appended to (``O_APPEND``: several workers may append to
         one file; it is reopened after logrotate moves it).
 
+    Lines written by the package itself (to stderr when nothing is configured, or to the
+    target) wait up to ``delay`` seconds in memory, so that a busy worker's lines share
+    ``write()`` calls (``CIBA_AUDIT_FLUSH``; :class:`~ciba_middleware.output.LineHandler`).
+
     Installing the same target twice adds one handler, so building two middlewares in
     one process does not double the lines.
     """
@@ -215,12 +224,13 @@ def route(target: str, services: Collection[str] | None = None) -> AuditLog:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     if target == "on":
-        return AuditLog(logger, services=services)
+        fallback = output.STDERR if delay == output.STDERR.delay else LineHandler("stderr", delay)
+        return AuditLog(logger, services=services, fallback=fallback)
     if target not in ("stdout", "stderr") and not target.startswith("/"):
         raise ConfigurationError(f"must be on, off, stdout, stderr or an absolute file path, not {target!r}")
     if not any(getattr(h, _TARGET_ATTR, None) == target for h in logger.handlers):
         try:
-            handler = LineHandler(target)
+            handler = LineHandler(target, delay)
         except OSError as exc:
             raise ConfigurationError(f"cannot open {target!r} for appending: {exc.strerror}") from None
         setattr(handler, _TARGET_ATTR, target)

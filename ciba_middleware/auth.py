@@ -194,7 +194,11 @@ class StaticTokenVerifier:
         self.dpop_bound |= jkt is not None
 
     def verify_bearer(self, token: str) -> Principal | None:
-        return self._bearer.get(_sha256(token.encode("utf-8", "surrogatepass")).digest())
+        try:
+            data = token.encode()
+        except UnicodeEncodeError:  # a lone surrogate: digested as sent, matching nothing
+            data = token.encode("utf-8", "surrogatepass")
+        return self._bearer.get(_sha256(data).digest())
 
     def verify_api_key(self, api_key: str, api_secret: str) -> Principal | None:
         expected = self._api.get(api_key)

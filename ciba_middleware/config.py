@@ -18,6 +18,9 @@ INTERVAL``              on SIGHUP and fork
 ``CIBA_AUDIT_LOG``      ``on``, ``off``, ``stdout``, ``stderr`` or an       ``on`` (to logging)
                         absolute file path (:func:`~ciba_middleware.
                         audit.route`)
+``CIBA_AUDIT_FLUSH``    seconds an audit line may wait in memory, so that   0.02
+                        a busy worker's lines share write() calls; 0: each
+                        line written before the answer (at most 1)
 ``CIBA_METRICS_PATH``   where Prometheus metrics are served, e.g.           empty: no metrics
                         ``/metrics`` (:mod:`ciba_middleware.metrics`)
 ``CIBA_METRICS_TOKEN_   SHA-256 (hex) of the bearer token of that path;     required with the path
@@ -108,6 +111,8 @@ class Settings:
     tokens_refused: str | None = None
     #: ``CIBA_AUDIT_LOG``: ``on``, ``off``, ``stdout``, ``stderr`` or an absolute path.
     audit_log: str = "on"
+    #: ``CIBA_AUDIT_FLUSH``: seconds an audit line may wait before it is written.
+    audit_flush: float = output.DEFAULT_DELAY
     #: ``CIBA_METRICS_PATH``; empty: no metrics.
     metrics_path: str = ""
     #: SHA-256 (hex) of the metrics endpoint's token; a clear token is hashed when read.
@@ -153,6 +158,13 @@ class Settings:
             ),
             ticket_ttl=_ticket_ttl(values),
             audit_log=_audit_log(values),
+            audit_flush=_number(
+                values,
+                "CIBA_AUDIT_FLUSH",
+                output.DEFAULT_DELAY,
+                maximum=output.MAX_DELAY,
+                what=f"a number of seconds from 0 to {output.MAX_DELAY:g}",
+            ),
             tokens_reload_interval=interval,
             **_grants(values),
             health_path=health_path,
@@ -225,7 +237,7 @@ class Settings:
         audit_log: audit.AuditLog | None = None
         if self.audit_log != "off":
             try:
-                audit_log = audit.route(self.audit_log, services=_services(verifier))
+                audit_log = audit.route(self.audit_log, services=_services(verifier), delay=self.audit_flush)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
             chain.append(audit_log)

@@ -10,6 +10,7 @@ from .auth import TokenVerifier
 from .core import Adapter, FailApi, FailApiOptions, pick_request_id
 from .dpop import request_url
 from .request import Body
+from .response import STATUS_LINES
 from .stores.base import TicketStore
 
 if TYPE_CHECKING:
@@ -73,6 +74,11 @@ class BackchannelFailMiddleware(Adapter):
             return self.app(environ, start_response)
         get = environ.get
         dpop = get("HTTP_DPOP", "")
+        # One header is checked by respond; two are picked from first.
+        request_id = get("HTTP_REQUEST_ID")
+        x_request_id = get("HTTP_X_REQUEST_ID")
+        if x_request_id is not None:
+            request_id = pick_request_id(request_id, x_request_id)
         answer = self.api.respond(
             route,
             get("REQUEST_METHOD", ""),
@@ -88,12 +94,12 @@ class BackchannelFailMiddleware(Adapter):
                 ),
             ),
             get("REMOTE_ADDR"),
-            pick_request_id(get("HTTP_REQUEST_ID"), get("HTTP_X_REQUEST_ID")),
+            request_id,
             dpop,
             _url(environ) if dpop else "",
             get("HTTP_TRACEPARENT"),
         )
-        start_response(answer.status_line, answer.headers)
+        start_response(STATUS_LINES[answer.status], answer.headers)
         return [answer.body]
 
 

@@ -9,49 +9,87 @@ decides, per line, where it goes:
   the level: the app's own configuration wins;
 - nowhere when there are handlers but none takes the level (nothing is built for a line
   no handler will emit);
-- to stderr when there is no handler at all, as one ``write()`` of one line.
+- to stderr when there is no handler at all.
 
-A :class:`LineHandler` writes each line with one ``write()`` system call after flushing
-whatever the stream had buffered, so lines of several workers sharing a pipe or an
-``O_APPEND`` file never interleave (POSIX makes a pipe write of at most ``PIPE_BUF``,
-4096 bytes on Linux, atomic; an audit line is about 450).
+A :class:`LineHandler` writes whole lines only, in as few ``write()`` system calls as it
+can: a line waits in memory for at most :attr:`LineHandler.delay` seconds (0.02 by
+default), and the lines that waited together go out in one call of at most ``PIPE_BUF``
+bytes (4096 on Linux) to a pipe, a socket or a terminal, 64 KiB to a file. So lines of
+several workers sharing a pipe or an ``O_APPEND`` file never interleave (POSIX makes a pipe
+write of at most ``PIPE_BUF`` bytes atomic; an audit line is about 450), and the system call
+that costs more than the whole fail call (``docs/observability.md``) is paid once for many
+lines, by a background thread, while the request's thread goes on.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import select
+import stat
 import sys
 import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import IO, Final
 
-__all__ = ["LOGGING", "STDERR", "LineHandler", "destination"]
+__all__ = ["DEFAULT_DELAY", "LOGGING", "MAX_DELAY", "STDERR", "LineHandler", "destination"]
+
+#: Seconds a line may wait in memory before it is written, by default (``CIBA_AUDIT_FLUSH``).
+DEFAULT_DELAY: Final = 0.02
+#: The longest wait a handler accepts.
+MAX_DELAY: Final = 1.0
+
+# The most bytes one write() may carry and stay whole beside other writers' lines.
+_PIPE_CHUNK = select.PIPE_BUF
+_FILE_CHUNK = 65536
 
 
 class LineHandler(logging.Handler):
-    """A handler writing each record's message as one line, in one ``write()``.
+    """A handler writing each record's message as one line, lines never torn.
 
     ``target`` is ``stdout``, ``stderr`` (the stream ``sys`` has at the time of each write,
     so a redirection made later is followed) or an absolute path, opened with
     ``O_APPEND`` and reopened when the file at the path changes (after logrotate moves it,
     as :class:`logging.handlers.WatchedFileHandler` does).
 
+    ``delay`` is how long a line may wait before it is written, so that the lines of a busy
+    process share system calls; 0 writes each line before :meth:`write` returns. Lines wait
+    only where a thread can write them later: to a stream without a file descriptor (a
+    test's capture) and under uWSGI (which forks its workers without Python's fork hooks
+    and, by default, runs no thread between requests) every line is written at once.
+    :meth:`flush` writes what waits now; so does the end of the process, and
+    :func:`logging.shutdown`. A process killed outright (``SIGKILL``) loses the lines of
+    its last ``delay`` seconds.
+
     The audit log calls :meth:`write` directly when this handler is the only one a record
     would reach, skipping the ``LogRecord``.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, delay: float = DEFAULT_DELAY) -> None:
+        if not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"delay must be between 0 and {MAX_DELAY:g} seconds, not {delay!r}")
         super().__init__()
         self.target = target
+        self.delay = delay
         self.setFormatter(logging.Formatter("%(message)s"))
         self.plain = self.formatter
         self._fd = -1
         self._file_id: tuple[int, int] | None = None
-        self._reopen_lock = threading.Lock()
+        self._chunk = _FILE_CHUNK
         self._standard = target in ("stdout", "stderr")
         # The stream of sys last seen, and its descriptor (-1: none).
         self._stream: object = None
         self._stream_fd = -1
+        self._pending: deque[str] = deque()
+        # Whether the writer thread has been asked to come for this handler's lines.
+        self._armed = False
+        self._write_lock = threading.Lock()
+        _HANDLERS.add(self)
         if not self._standard:
             self._open()
 
@@ -62,47 +100,112 @@ class LineHandler(logging.Handler):
             self.handleError(record)
 
     def write(self, line: str) -> None:
-        """Write ``line`` and a newline; non-ASCII is escaped, so a line is always whole."""
-        data = (line + "\n").encode("ascii", "backslashreplace")
-        if self._standard:
-            stream: IO[str] = getattr(sys, self.target)
-            if stream is not self._stream:
-                self._stream, self._stream_fd = stream, _descriptor(stream)
-            if self._stream_fd < 0:
-                # A stream without a file descriptor (a test's capture, an embedding
-                # server's object): its own write, which is all it offers.
-                stream.write(data.decode("ascii"))
-                stream.flush()
-                return
-            # Whatever the stream holds goes first, so that our line is not cut into it.
-            stream.flush()
-            _write_all(self._stream_fd, data)
+        """Write ``line`` and a newline, now or within :attr:`delay` seconds; non-ASCII is
+        escaped, so a line is always whole."""
+        if (
+            self.delay
+            and (not self._standard or (getattr(sys, self.target) is self._stream and self._stream_fd >= 0))
+            and _writer.running()
+        ):
+            self._pending.append(line)
+            if not self._armed:
+                self._armed = True
+                _writer.call(self)
             return
-        self._check_file()
-        _write_all(self._fd, data)
+        self._write([line])
+
+    def flush(self) -> None:
+        """Write the lines waiting now (:meth:`logging.Handler.flush`)."""
+        pending = self._pending
+        lines: list[str] = []
+        try:
+            while True:
+                lines.append(pending.popleft())
+        except IndexError:
+            pass
+        if lines:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        with self._write_lock:
+            if self._standard:
+                stream: IO[str] = getattr(sys, self.target)
+                if stream is not self._stream:
+                    self._stream, self._stream_fd = stream, _descriptor(stream)
+                    self._chunk = _chunk_size(self._stream_fd)
+                if self._stream_fd < 0:
+                    # A stream without a file descriptor (a test's capture, an embedding
+                    # server's object): its own write, which is all it offers.
+                    stream.write("".join(f"{line}\n" for line in lines))
+                    stream.flush()
+                    return
+                # Whatever the stream holds goes first, so that our lines are not cut into it.
+                stream.flush()
+                fd = self._stream_fd
+            else:
+                self._check_file()
+                fd = self._fd
+            for chunk in _chunks(lines, self._chunk):
+                _write_all(fd, chunk)
 
     def _open(self) -> None:
         fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        stat = os.fstat(fd)
-        old, self._fd, self._file_id = self._fd, fd, (stat.st_dev, stat.st_ino)
+        info = os.fstat(fd)
+        old, self._fd, self._file_id = self._fd, fd, (info.st_dev, info.st_ino)
+        self._chunk = _chunk_size(fd)
         if old >= 0:
             os.close(old)
 
     def _check_file(self) -> None:
         try:
-            stat = os.stat(self.target)
-            current: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+            info = os.stat(self.target)
+            current: tuple[int, int] | None = (info.st_dev, info.st_ino)
         except FileNotFoundError:
             current = None
         if current != self._file_id:
-            with self._reopen_lock:
-                self._open()
+            self._open()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.flush()
+        with self._write_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
         super().close()
+
+    def _after_fork(self) -> None:
+        # The parent writes the lines it held; the child starts empty, with a lock no
+        # thread of the parent can be holding.
+        self._pending.clear()
+        self._armed = False
+        self._write_lock = threading.Lock()
+
+
+def _chunks(lines: Iterable[str], limit: int) -> Iterator[bytes]:
+    """``lines`` as newline-ended ASCII, in pieces of at most ``limit`` bytes that each
+    hold whole lines (a line longer than ``limit`` is a piece of its own)."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = (line + "\n").encode("ascii", "backslashreplace")
+        if chunk and size + len(data) > limit:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        yield b"".join(chunk)
+
+
+def _chunk_size(fd: int) -> int:
+    """How many bytes one write to ``fd`` may carry and stay whole beside other writers'."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return _PIPE_CHUNK
+    # A regular file opened for appending takes each write whole; anything else (a pipe,
+    # a socket, a terminal) only up to PIPE_BUF.
+    return _FILE_CHUNK if stat.S_ISREG(mode) else _PIPE_CHUNK
 
 
 def _descriptor(stream: IO[str]) -> int:
@@ -113,11 +216,97 @@ def _descriptor(stream: IO[str]) -> int:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    # One call writes everything but on a full disk or a signal; finish the line then.
+    # One call writes everything but on a full disk or a signal; finish the lines then.
     written = os.write(fd, data)
     while written < len(data):
         data = data[written:]
         written = os.write(fd, data)
+
+
+class _Writer:
+    """The process's one thread writing the lines that wait in :class:`LineHandler`\\ s.
+
+    A handler with lines asks once (:meth:`call`) and is not asked again until its lines
+    are taken. The thread writes at once when it has not written for ``delay`` seconds, so
+    an idle server's line appears without waiting; when it has, it waits the rest of the
+    ``delay`` first, so that a busy server's lines are written together.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # Known per process: whether threads can write lines later at all.
+        self._threads_run: bool | None = None
+
+    def _reset(self) -> None:
+        self._called: deque[LineHandler] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._last = 0.0
+
+    def running(self) -> bool:
+        """Whether lines may wait for this thread (starting it when it has not started)."""
+        if self._thread is not None:
+            return True
+        if self._threads_run is None:
+            self._threads_run = "uwsgi" not in sys.modules
+        if not self._threads_run:
+            return False
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="ciba-middleware-lines", daemon=True)
+                thread.start()
+                self._thread = thread
+        return True
+
+    def call(self, handler: LineHandler) -> None:
+        self._called.append(handler)
+        self._wake.set()
+
+    def _run(self) -> None:
+        called = self._called
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            if not called:
+                continue
+            wait = self._last + called[0].delay - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._take(called)
+            self._last = time.monotonic()
+
+    @staticmethod
+    def _take(called: deque[LineHandler]) -> None:
+        while called:
+            handler = called.popleft()
+            # Disarmed before its lines are taken: a line added from now on asks again.
+            handler._armed = False
+            try:
+                handler.flush()
+            except Exception as exc:  # a full disk must not stop the thread
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"ciba-middleware: lines could not be written to {handler.target}: {exc}\n")
+
+    def after_fork(self) -> None:
+        self._reset()
+        for handler in list(_HANDLERS):
+            handler._after_fork()
+
+
+_HANDLERS: weakref.WeakSet[LineHandler] = weakref.WeakSet()
+_writer = _Writer()
+
+
+def _flush_all() -> None:
+    for handler in list(_HANDLERS):
+        with contextlib.suppress(Exception):  # at exit: nothing more can be done
+            handler.flush()
+
+
+atexit.register(_flush_all)
+os.register_at_fork(after_in_child=_writer.after_fork)
 
 
 #: The stderr writer of last resort, shared by everything in the process.

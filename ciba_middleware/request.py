@@ -143,14 +143,22 @@ def _read_body(length_header: str, read: Reader, limit: int, terminated: bool, c
         length = int(length_header)
         if length > limit:
             raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}.")
-        body: bytes = _read(read, length) if length else b""
+        if not length:
+            return b""
+        try:
+            body: bytes = read(length)
+        except Exception as exc:
+            raise _unreadable(exc) from None
         if len(body) != length:
             raise BadRequest(f"the body ended after {len(body)} of the {length} bytes Content-Length announced.")
         return body
     # No Content-Length: a chunked body, readable to its end only where the server says so
     # (gunicorn and Werkzeug set wsgi.input_terminated). Read one byte past the limit.
     if terminated:
-        body = _read(read, limit + 1)
+        try:
+            body = read(limit + 1)
+        except Exception as exc:
+            raise _unreadable(exc) from None
         if len(body) > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes.")
         return body
@@ -161,15 +169,11 @@ def _read_body(length_header: str, read: Reader, limit: int, terminated: bool, c
     return b""
 
 
-def _read(read: Reader, size: int) -> bytes:
+def _unreadable(exc: Exception) -> BadRequest:
     # The server raises its own errors when the caller's framing is broken (gunicorn's
     # InvalidChunkSize, NoMoreData) or the caller went away: the request's fault, a 400,
     # not an unexpected error with a traceback in the log.
-    try:
-        data: bytes = read(size)
-    except Exception as exc:
-        raise BadRequest(f"the body could not be read ({type(exc).__name__}); check its framing.") from None
-    return data
+    return BadRequest(f"the body could not be read ({type(exc).__name__}); check its framing.")
 
 
 def _known_codec_names() -> frozenset[str]:

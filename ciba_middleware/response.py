@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HEADERS",
     "PLAIN_ANSWERS",
+    "STATUS_LINES",
     "SUCCESS_CODE",
     "SUCCESS_MESSAGE",
     "ClientResponse",
@@ -138,9 +139,14 @@ def error_body(error: ApiError) -> bytes:
     return _compact(body).encode("ascii")
 
 
+#: ``{404: "404 Not Found", ...}``: every status line, made once.
+STATUS_LINES: dict[int, str] = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
 def status_line(code: int) -> str:
     """``404 Not Found``: the status line of ``code``, as WSGI wants it."""
-    return f"{code} {HTTPStatus(code).phrase}"
+    line = STATUS_LINES.get(code)
+    return line if line is not None else f"{code} {HTTPStatus(code).phrase}"
 
 
 def _with_length(body: bytes) -> tuple[tuple[tuple[str, str], ...], bytes]:

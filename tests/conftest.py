@@ -152,6 +152,12 @@ def live_server() -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+#: Audit lines written before each answer (``CIBA_AUDIT_FLUSH=0``), for a test that reads
+#: them right after its calls; the wait of the default is tested in test_output.py and
+#: test_server_output.py.
+AT_ONCE = {"CIBA_AUDIT_FLUSH": "0"}
+
+
 def ciba_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     """CIBA_* variables for a server with the suite's grants and an SQLite file under tmp_path."""
     import json

@@ -15,6 +15,7 @@ import requests
 import webtest
 from conftest import (
     API_SECRET,
+    AT_ONCE,
     GRANTS,
     ORG_TOKEN,
     OTHER_SERVICE,
@@ -126,7 +127,7 @@ def test_one_json_line_per_call_over_gunicorn(
     live_server: Callable[..., LiveServer], tmp_path: Path, target: str
 ) -> None:
     audit_file = tmp_path / "audit.jsonl"
-    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit_file) if target == "file" else "stdout")
+    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit_file) if target == "file" else "stdout", **AT_ONCE)
     server = live_server(env=env)
     store = store_from_url(env["CIBA_STORE_URL"])
     ticket, other = store.issue(SERVICE), store.issue(SERVICE)
@@ -344,6 +345,8 @@ def test_one_handler_per_target_however_many_middlewares(tmp_path: Path, audit_l
     assert sorted(h.target for h in audit_logger.handlers) == [path, "stderr"]
     assert audit_logger.propagate is False
     AuditLog()(_event())
+    for handler in audit_logger.handlers:
+        handler.flush()
     assert len(Path(path).read_text().splitlines()) == 1
 
 
@@ -372,6 +375,34 @@ def test_bad_values_name_the_variable(tmp_path: Path, value: str, message: str) 
     with pytest.raises(ConfigurationError) as info:
         Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_LOG=value))
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("-1", "CIBA_AUDIT_FLUSH must be a number of seconds from 0 to 1, not '-1'", id="negative"),
+        pytest.param("2", "CIBA_AUDIT_FLUSH must be a number of seconds from 0 to 1, not '2'", id="too-long"),
+        pytest.param("soon", "CIBA_AUDIT_FLUSH must be a number of seconds from 0 to 1, not 'soon'", id="a-word"),
+        pytest.param("nan", "CIBA_AUDIT_FLUSH must be a number of seconds from 0 to 1, not 'nan'", id="nan"),
+    ],
+)
+def test_bad_flush_delays_name_the_variable(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_FLUSH=value))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("target", ["file", "on"])
+def test_the_flush_delay_reaches_the_writer_of_the_lines(tmp_path: Path, audit_logger: Any, target: str) -> None:
+    path = str(tmp_path / "audit.jsonl")
+    settings = Settings.from_mapping(
+        ciba_env(tmp_path, CIBA_AUDIT_LOG=path if target == "file" else "on", CIBA_AUDIT_FLUSH="0.5")
+    )
+    assert settings.audit_flush == 0.5
+    audit_log = next(o for o in settings.build_api()[0].observers if isinstance(o, AuditLog))
+    writer = audit_logger.handlers[0] if target == "file" else audit_log.fallback
+    assert (writer.target, writer.delay) == (path if target == "file" else "stderr", 0.5)
+    assert Settings.from_mapping(ciba_env(tmp_path)).audit_flush == 0.02
 
 
 def test_unwritable_file_fails_at_start_up(tmp_path: Path) -> None:
@@ -446,7 +477,13 @@ def test_the_line_is_the_record_as_compact_json(
         span_id=trace[1] if trace else None,
     )
     line = audit_line(event, now, configured)
-    assert line == json.dumps(audit_record(event, now, configured), separators=(",", ":"))
+    record = audit_record(event, now, configured)
+    parsed = json.loads(line)
+    assert parsed == record
+    assert list(parsed) == list(record)
+    # Compact, and the duration with exactly three decimals.
+    compact = json.dumps({**record, "duration_ms": "D"}, separators=(",", ":"))
+    assert line == compact.replace('"duration_ms":"D"', f'"duration_ms":{duration * 1000:.3f}')
     assert line.isascii()
     assert "\n" not in line
 

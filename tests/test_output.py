@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +75,7 @@ def test_a_file_is_appended_to_and_reopened_after_rotation(tmp_path: Path) -> No
     path.write_text("kept\n")
     handler = LineHandler(str(path))
     handler.write('{"n":1}')
+    handler.flush()
     os.rename(path, tmp_path / "audit.jsonl.1")
     handler.write('{"n":2}')
     handler.close()
@@ -101,3 +106,119 @@ def test_emit_writes_the_message(tmp_path: Path, logger: logging.Logger) -> None
     logger.info("%s", "a message")
     handler.close()
     assert path.read_text() == "a message\n"
+
+
+# -- lines that wait: fewer write() calls, none lost ---------------------------------------
+
+
+def _write_calls() -> int:
+    """The write-like system calls this process has made (Linux's /proc/self/io)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscw in /proc/self/io")
+
+
+def _wait_for(path: Path, count: int, timeout: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def test_with_no_delay_a_line_is_written_before_write_returns(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0)
+    handler.write("at once")
+    assert path.read_text() == "at once\n"
+    handler.close()
+
+
+def test_a_line_waits_at_most_the_delay_without_anyone_flushing(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0.05)
+    started = time.monotonic()
+    handler.write("later")
+    assert _wait_for(path, 1) == ["later"]
+    # Well within the delay plus the time a thread takes to be scheduled.
+    assert time.monotonic() - started < 1.0
+    handler.close()
+
+
+def test_lines_written_together_share_write_calls_and_stay_whole(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0.2)
+    lines = [f'{{"n":{n},"pad":"{"x" * 400}"}}' for n in range(200)]
+    before = _write_calls()
+    for line in lines:
+        handler.write(line)
+    assert _wait_for(path, len(lines)) == lines
+    calls = _write_calls() - before
+    # 200 lines of ~420 bytes: a few 64 KiB writes to a file, not 200.
+    assert calls < 20, calls
+    handler.close()
+
+
+def test_a_pipe_gets_whole_lines_in_writes_of_at_most_pipe_buf(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    handler = LineHandler(str(fifo), delay=0.2)
+    lines = [f'{{"n":{n},"pad":"{"y" * 400}"}}' for n in range(100)]
+    before = _write_calls()
+    for line in lines:
+        handler.write(line)
+    handler.flush()
+    calls = _write_calls() - before
+    data = b""
+    while True:
+        try:
+            chunk = os.read(reader, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(reader)
+    handler.close()
+    assert data.decode().splitlines() == lines
+    size = len(data)
+    # As few writes as PIPE_BUF allows, and no fewer: each one a whole number of lines.
+    assert -(-size // select.PIPE_BUF) <= calls <= len(lines) // 4, (size, calls)
+
+
+def test_lines_that_wait_are_written_when_the_process_ends(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    code = (
+        "from ciba_middleware.output import LineHandler\n"
+        f"handler = LineHandler({str(path)!r}, delay=1.0)\n"
+        "for n in range(1000):\n"
+        "    handler.write(str(n))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    assert path.read_text().splitlines() == [str(n) for n in range(1000)]
+
+
+def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=1.0)
+    handler.write("parent, before the fork")
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            handler.write("child")
+            handler.flush()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    handler.flush()
+    assert sorted(path.read_text().splitlines()) == ["child", "parent, before the fork"]
+    handler.close()
+
+
+@pytest.mark.parametrize("delay", [-0.1, 1.5])
+def test_a_delay_out_of_bounds_is_refused(tmp_path: Path, delay: float) -> None:
+    with pytest.raises(ValueError, match="delay must be between 0 and 1 seconds"):
+        LineHandler(str(tmp_path / "out"), delay=delay)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 import webtest
-from conftest import API_SECRET, GRANTS, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
+from conftest import API_SECRET, AT_ONCE, GRANTS, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 
 from ciba_middleware import BackchannelFailMiddleware, FailEvent, StaticTokenVerifier
 from ciba_middleware.core import pick_request_id
@@ -76,7 +76,7 @@ def test_every_answer_matches_its_audit_record_over_gunicorn(
     live_server: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit))
+    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit), **AT_ONCE)
     env["CIBA_STORE_URL"] += "?timeout=0"
     server = live_server(env=env)
     store = store_from_url(env["CIBA_STORE_URL"])

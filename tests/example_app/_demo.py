@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import API_HEADERS, GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
+from conftest import API_HEADERS, AT_ONCE, GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, free_port
 from joserfc.jwk import ECKey
 
 from ciba_middleware.stores import ticket_hash
@@ -87,6 +87,7 @@ def start_demo(tmp: Path, *, via_http: bool = False, workers: int = 2, threads: 
         "CIBA_SERVICE_ID": SERVICE,
         "CIBA_DEMO_HINT_KEY": HINT_KEY,
         "CIBA_AUDIT_LOG": str(audit),
+        **AT_ONCE,
         "CIBA_DEMO_DATABASE": str(tmp / "demo.sqlite3"),
         "CIBA_DEMO_SIGNING_KEY": json.dumps(SIGNING_KEY.as_dict(private=True)),
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from _stores import opened_store
-from conftest import GRANTS, SERVICE, LiveServer
+from conftest import AT_ONCE, GRANTS, SERVICE, LiveServer
 
 from ciba_middleware import TicketStore
 from ciba_middleware.stores import ticket_hash
@@ -31,7 +31,7 @@ RACERS = 8  # concurrent calls per ticket
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveServer, TicketStore, Path]]:
     audit = tmp_path / "audit.jsonl"
     with opened_store(request.param, request, tmp_path) as (url, store):
-        env = {"CIBA_STORE_URL": url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_AUDIT_LOG": str(audit)}
+        env = {"CIBA_STORE_URL": url, "CIBA_TOKENS": json.dumps(GRANTS), "CIBA_AUDIT_LOG": str(audit), **AT_ONCE}
         server = LiveServer("ciba_middleware.wsgi:application", env, workers=3, extra=("--threads", "4"))
         try:
             yield server, store, audit

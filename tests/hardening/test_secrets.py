@@ -21,7 +21,17 @@ from urllib.parse import quote
 import pytest
 import requests
 from _servers import PrivateRedis
-from conftest import API_SECRET, GRANTS, ORG_TOKEN, OTHER_SERVICE, OTHER_TOKEN, SERVICE, SERVICE_TOKEN, LiveServer
+from conftest import (
+    API_SECRET,
+    AT_ONCE,
+    GRANTS,
+    ORG_TOKEN,
+    OTHER_SERVICE,
+    OTHER_TOKEN,
+    SERVICE,
+    SERVICE_TOKEN,
+    LiveServer,
+)
 
 from ciba_middleware import StoreError, store_from_url
 from ciba_middleware.audit import AuditLog
@@ -129,6 +139,7 @@ def loud_server(tmp_path: Path) -> Iterator[tuple[LiveServer, PrivateRedis]]:
         "CIBA_STORE_URL": f"{redis.url}?socket_timeout=0.5&socket_connect_timeout=0.5",
         "CIBA_TOKENS": json.dumps(GRANTS),
         "CIBA_AUDIT_LOG": "stdout",
+        **AT_ONCE,
     }
     server = LiveServer(
         "ciba_middleware.wsgi:application",

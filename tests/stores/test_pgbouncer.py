@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from _servers import find_binary, wait_port
 from _stores import drop_postgres_table
-from conftest import SERVICE, SERVICE_TOKEN, LiveServer, ciba_env, free_port, unique_name
+from conftest import AT_ONCE, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env, free_port, unique_name
 
 from ciba_middleware.errors import StoreError
 from ciba_middleware.stores import TicketStore, ticket_hash
@@ -128,7 +128,7 @@ def test_fail_calls_through_pgbouncer_all_succeed_and_delete_each_ticket_once(
 ) -> None:
     url = f"{pgbouncer.url}?table={table}"
     audit = tmp_path / "audit.jsonl"
-    env = ciba_env(tmp_path, CIBA_STORE_URL=url, CIBA_AUDIT_LOG=str(audit))
+    env = ciba_env(tmp_path, CIBA_STORE_URL=url, CIBA_AUDIT_LOG=str(audit), **AT_ONCE)
     server = live_server(env=env, workers=2, extra=("--threads", "4"))
     store = open_store(url)
     with ThreadPoolExecutor(8) as pool:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from conftest import SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
+from conftest import AT_ONCE, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import store_from_url, ticket_hash
@@ -44,7 +44,7 @@ def test_tickets_at_a_replaced_or_removed_path_are_deleted_by_every_worker(
 ) -> None:
     path = tmp_path / "tickets.sqlite3"
     audit = tmp_path / "audit.jsonl"
-    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit))
+    env = ciba_env(tmp_path, CIBA_AUDIT_LOG=str(audit), **AT_ONCE)
     server = live_server(env=env, workers=2)
     # Both workers get a connection on the first file (calls go to either).
     before = [issue_with_cli(env) for _ in range(4)]
