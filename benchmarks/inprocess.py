@@ -190,7 +190,7 @@ def fail_in_process(profile: Profile, work_dir: Path) -> list[Row]:
             median(audit_share),
             "%",
             spread=spread(audit_share),
-            detail="the audit line's share of an in-process call: the call does no I/O, its lines written together by the writer thread",
+            detail="the audit line's share of an in-process call (no I/O; lines written together by a thread)",
         ),
         Row(
             "2 fail in process",

@@ -132,20 +132,27 @@ def _string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-# The second a record was made, and its text: strftime once a second, not once a line;
-# the milliseconds from a table.
+# The millisecond of the last record and its text, and the second's text: strftime once
+# a second, the milliseconds from a table, and nothing at all for the same millisecond.
+_last: tuple[int, str] = (-1, "")
 _second: tuple[int, str] = (-1, "")
 _MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def _time(created: float) -> str:
-    global _second
-    whole = int(created)
-    second, text = _second
+    global _last, _second
+    millis = int(created * 1000)
+    last, text = _last
+    if millis == last:
+        return text
+    whole = millis // 1000
+    second, head = _second
     if second != whole:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        _second = (whole, text)
-    return text + _MILLISECONDS[int(created * 1000) % 1000]
+        head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, head)
+    text = head + _MILLISECONDS[millis % 1000]
+    _last = (millis, text)
+    return text
 
 
 class AuditLog:

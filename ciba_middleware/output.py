@@ -342,8 +342,15 @@ def destination(
         return None
     taken: list[logging.Handler] = []
     seen = False
+    # The level someone set for the logger or a parent; NOTSET when only the root's default
+    # WARNING applies, which is no one's choice: nothing is configured.
+    chosen = logging.NOTSET
     current: logging.Logger | None = logger
     while current is not None:
+        if chosen == logging.NOTSET and current.level != logging.NOTSET:
+            chosen = current.level
+            if current is logging.root and chosen == logging.WARNING:
+                chosen = logging.NOTSET
         for handler in current.handlers:
             seen = True
             if level >= handler.level:
@@ -352,7 +359,10 @@ def destination(
             break
         current = current.parent
     if not seen:
-        return fallback if _chosen_level(logger) <= level else None
+        if chosen == logging.NOTSET and current is not None and current is not logging.root:
+            # The walk stopped early (propagate off): a level set above still counts.
+            chosen = _chosen_level(current.parent) if current.parent is not None else logging.NOTSET
+        return fallback if chosen <= level else None
     if not taken or not logger.isEnabledFor(level):
         return None
     if len(taken) == 1 and not logger.filters:

@@ -528,3 +528,14 @@ def test_with_no_handler_at_all_on_writes_to_stderr(capfd: pytest.CaptureFixture
     assert out == ""
     (line,) = err.splitlines()
     assert json.loads(line)["service"] == "1"
+
+
+def test_the_time_text_follows_the_clock_to_the_millisecond() -> None:
+    from ciba_middleware.audit import _time
+
+    assert _time(0.0) == "1970-01-01T00:00:00.000Z"
+    assert _time(1764640000.1234) == "2025-12-02T01:46:40.123Z"
+    assert _time(1764640000.1236) == "2025-12-02T01:46:40.123Z"  # the same millisecond
+    assert _time(1764640000.9995) == "2025-12-02T01:46:40.999Z"
+    assert _time(1764640001.0) == "2025-12-02T01:46:41.000Z"
+    assert _time(1764640000.5) == "2025-12-02T01:46:40.500Z"  # back in time: a clock step

@@ -113,7 +113,11 @@ def well_formed(ticket: str) -> bool:
 
 def ticket_hash(ticket: str) -> str:
     """A short, stable, non-reversible name for a ticket, for logs: never log the ticket."""
-    return hashlib.sha256(ticket.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    try:
+        data = ticket.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a caller: hashed as sent
+        data = ticket.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 @runtime_checkable
