@@ -10,8 +10,8 @@ Query options: ``timeout`` (seconds to wait for the write lock, default 5) and
 ``table`` (default ``ciba_tickets``).
 
 A delete is one ``DELETE`` statement on an idle connection, and costs what SQLite's own
-transaction costs (WAL-index locks; the pages written when the ticket was there) plus a
-few Python calls: no ``stat`` of the path.
+transaction costs (WAL-index locks; one page written when the ticket was there) plus a
+few Python calls: no ``stat`` of the path, no index beside the table.
 
 The path is looked up (one ``stat``) at most once every :data:`FILE_CHECK_INTERVAL`
 seconds per store, and whenever a connection is opened: when the file was replaced (a file
@@ -21,6 +21,11 @@ closes the connections opened on it, and opens the file now at the path, creatin
 the table if need be, so that a worker never keeps answering from a file nobody else sees.
 A path that cannot be opened any more (its directory gone) fails the call with a
 StoreError.
+
+Expired rows are never seen (every statement compares ``expires_at``) and are swept by a
+full scan at the first ``issue`` of a store, then at most once every
+:data:`SWEEP_INTERVAL` seconds: without an index on ``expires_at``, each delete and issue
+writes one page instead of two.
 
 Idle connections are closed by :meth:`SQLiteTicketStore.close`, or when the store is
 garbage-collected (``weakref.finalize``), or at interpreter exit, whichever comes first:
@@ -45,7 +50,7 @@ from ..errors import ConfigurationError, StoreError
 from . import schemes_of
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
-__all__ = ["FILE_CHECK_INTERVAL", "SQLiteTicketStore"]
+__all__ = ["FILE_CHECK_INTERVAL", "SWEEP_INTERVAL", "SQLiteTicketStore"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Idle connections kept for reuse; more threads at once open and close their own.
@@ -55,8 +60,10 @@ _MAX_IDLE = 16
 #: every delete a system call; this costs one per interval, and every call a read of the
 #: monotonic clock (no system call).
 FILE_CHECK_INTERVAL = 0.1
-# Sweep expired rows once every this many issues: cheap, and bounded.
-_SWEEP_EVERY = 256
+#: Seconds between two sweeps of expired rows by one store (each a scan of the table).
+SWEEP_INTERVAL = 60.0
+# Replay claims (``claim``) are swept once every this many.
+_SWEEP_CLAIMS_EVERY = 256
 
 #: A file as the kernel knows it, (st_dev, st_ino); None when nothing is at the path.
 _FileId = tuple[int, int] | None
@@ -108,7 +115,7 @@ class SQLiteTicketStore:
         # The file at the path when it was last looked up, and when (time.monotonic()).
         self._file: _FileId = None
         self._file_checked = -math.inf
-        self._issued = 0
+        self._sweep_due = -math.inf  # the first issue sweeps
         self._claims = 0
         self._replay_ready = False
         self._issue_sql = f"INSERT INTO {table} (ticket, service, expires_at) VALUES (?, ?, ?)"
@@ -262,7 +269,9 @@ class SQLiteTicketStore:
                 "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
                 ") WITHOUT ROWID"
             )
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table} (expires_at)")
+            # Earlier versions indexed expires_at for the sweep: the index made every
+            # delete and issue write two pages. When it is not there this takes no lock.
+            conn.execute(f"DROP INDEX IF EXISTS {self.table}_expires_at")
         except BaseException:
             conn.close()
             raise
@@ -272,12 +281,13 @@ class SQLiteTicketStore:
         ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         ticket = new_ticket()
         now = time.time()
-        self._issued += 1
         try:
             idle = self._take()
             try:
                 idle[1].execute(self._issue_sql, (ticket, service_id, now + ttl))
-                if self._issued % _SWEEP_EVERY == 0:
+                due = time.monotonic()
+                if due >= self._sweep_due:
+                    self._sweep_due = due + SWEEP_INTERVAL
                     idle[1].execute(self._sweep_sql, (now,))
             finally:
                 self._give_back(idle)
@@ -321,7 +331,8 @@ class SQLiteTicketStore:
         return deleted == 1
 
     def sweep(self) -> int:
-        """Delete expired rows now; returns how many. ``issue`` does this now and then."""
+        """Delete expired rows now (a scan of the table); returns how many. ``issue`` does
+        this at a store's first issue, then at most once every :data:`SWEEP_INTERVAL`."""
         try:
             idle = self._take()
             try:
@@ -369,7 +380,7 @@ class SQLiteTicketStore:
                     (key, now + ttl, now),
                 ).rowcount
                 self._claims += 1
-                if self._claims % 256 == 0:
+                if self._claims % _SWEEP_CLAIMS_EVERY == 0:
                     conn.execute(f"DELETE FROM {replay} WHERE expires_at <= ?", (now,))
             finally:
                 self._give_back(idle)

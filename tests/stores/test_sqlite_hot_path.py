@@ -1,9 +1,9 @@
 """What keeps an SQLite delete cheap, and the guarantees kept with it.
 
-The store checks on every call that it still runs in the process that opened its
-connections (a ``getpid``, not an ``os.register_at_fork`` hook): a process forked from one
-that used the store opens connections of its own, whether or not the fork ran Python's
-at-fork hooks (uWSGI's workers do not).
+A delete writes one page (no index beside the table), or none when the ticket is not
+there; expired rows are swept by a scan instead; and a process forked from one that used
+the store opens connections of its own, whether or not the fork ran Python's
+``os.register_at_fork`` hooks (uWSGI's workers do not).
 """
 
 from __future__ import annotations
@@ -11,13 +11,80 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ciba_middleware.stores.sqlite import SQLiteTicketStore
+from ciba_middleware.stores.sqlite import SWEEP_INTERVAL, SQLiteTicketStore
+
+
+def wal_size(path: Path) -> int:
+    return os.path.getsize(f"{path}-wal")
+
+
+def rows(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM ciba_tickets").fetchone()
+    return int(count)
+
+
+def test_a_delete_writes_one_page_and_a_miss_writes_none(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    store = SQLiteTicketStore(str(path))
+    ticket = store.issue("42", ttl=60)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (page,) = conn.execute("PRAGMA page_size").fetchone()
+    before = wal_size(path)
+    assert store.delete("42", "T" * 43) is False
+    assert store.delete("43", ticket) is False
+    assert wal_size(path) == before
+    assert store.delete("42", ticket) is True
+    assert wal_size(path) == before + 24 + page  # one WAL frame: its header and one page
+    store.close()
+
+
+def test_the_index_of_an_earlier_version_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(
+            "CREATE TABLE ciba_tickets (ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL)"
+            " WITHOUT ROWID"
+        )
+        conn.execute("CREATE INDEX ciba_tickets_expires_at ON ciba_tickets (expires_at)")
+        conn.execute("INSERT INTO ciba_tickets VALUES (?, '42', ?)", ("t" * 43, time.time() + 60))
+    store = SQLiteTicketStore(str(path))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall() == []
+    assert store.delete("42", "t" * 43) is True
+    store.close()
+
+
+def test_expired_rows_are_swept_at_the_first_issue_then_once_an_interval(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    first = SQLiteTicketStore(str(path))
+    live = first.issue("42", ttl=60)
+    for _ in range(3):
+        first.issue("42", ttl=0.05)
+    time.sleep(0.1)
+    assert rows(path) == 4  # expired, never seen, not yet swept
+    assert first.sweep() == 3
+    assert first.sweep() == 0
+    for _ in range(3):
+        first.issue("42", ttl=0.05)
+    time.sleep(0.1)
+    first.issue("42", ttl=60)  # within SWEEP_INTERVAL of the first store's sweep
+    assert rows(path) == 5
+    assert SWEEP_INTERVAL >= 1  # this test takes far less
+    second = SQLiteTicketStore(str(path))
+    second.issue("42", ttl=60)  # a store's first issue sweeps
+    assert rows(path) == 3
+    assert first.delete("42", live) is True
+    first.close()
+    second.close()
 
 
 def _libc_fork() -> int:
