@@ -1,8 +1,9 @@
 """What keeps an SQLite delete cheap, and the guarantees kept with it.
 
 A delete writes one page (no index beside the table), or none when the ticket is not
-there; expired rows are swept by a scan instead; and a process forked from one that used
-the store opens connections of its own, whether or not the fork ran Python's
+there; expired rows are swept by a scan instead; a locked database is waited for, up to
+the store's timeout, in finer steps than SQLite's own; and a process forked from one that
+used the store opens connections of its own, whether or not the fork ran Python's
 ``os.register_at_fork`` hooks (uWSGI's workers do not).
 """
 
@@ -12,12 +13,14 @@ import contextlib
 import ctypes
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from ciba_middleware.errors import StoreError
 from ciba_middleware.stores.sqlite import SWEEP_INTERVAL, SQLiteTicketStore
 
 
@@ -85,6 +88,44 @@ def test_expired_rows_are_swept_at_the_first_issue_then_once_an_interval(tmp_pat
     assert first.delete("42", live) is True
     first.close()
     second.close()
+
+
+@contextlib.contextmanager
+def write_locked(path: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds the write lock for ``seconds``, from a thread."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(seconds, lambda: conn.execute("ROLLBACK"))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+        conn.close()
+
+
+def test_a_locked_database_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    store = SQLiteTicketStore(str(path), timeout=5)
+    ticket = store.issue("42", ttl=60)
+    with write_locked(path, 0.3):
+        started = time.monotonic()
+        assert store.delete("42", ticket) is True
+        assert time.monotonic() - started >= 0.25
+    store.close()
+
+
+def test_a_database_locked_longer_than_the_timeout_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    store = SQLiteTicketStore(str(path), timeout=0.3)
+    ticket = store.issue("42", ttl=60)
+    with write_locked(path, 1.5):
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"^sqlite: database is locked$"):
+            store.delete("42", ticket)
+        assert 0.3 <= time.monotonic() - started < 1.2
+    assert store.delete("42", ticket) is True
+    store.close()
 
 
 def _libc_fork() -> int:
