@@ -9,12 +9,25 @@ URL forms (as in SQLAlchemy): ``sqlite:///relative/file.db``, ``sqlite:////abs/f
 Query options: ``timeout`` (seconds to wait for the write lock, default 5) and
 ``table`` (default ``ciba_tickets``).
 
-The file is looked up on every call (one ``stat``, about a microsecond): when it was
-replaced (a file renamed over it) or removed, the old file's WAL is emptied into it (SQLite
-would leave it at the path for the new file to pick up), the connections opened on it are
-closed, and the call opens the file now at the path, creating it and the table if need be,
-so that a worker never keeps answering from a file nobody else sees. A path that cannot be
-opened any more (its directory gone) fails the call with a StoreError.
+A delete is one ``DELETE`` statement on an idle connection, and costs what SQLite's own
+transaction costs (WAL-index locks; one page written when the ticket was there) plus a
+few Python calls: no ``stat`` of the path, no index beside the table. A database locked by
+another process's write is tried again after tens of microseconds, up to ``timeout``,
+rather than by SQLite's busy handler, whose first sleep is a millisecond.
+
+The path is looked up (one ``stat``) at most once every :data:`FILE_CHECK_INTERVAL`
+seconds per store, and whenever a connection is opened: when the file was replaced (a file
+renamed over it) or removed, the first call made that long after the change empties the
+old file's WAL into it (SQLite would leave it at the path for the new file to pick up),
+closes the connections opened on it, and opens the file now at the path, creating it and
+the table if need be, so that a worker never keeps answering from a file nobody else sees.
+A path that cannot be opened any more (its directory gone) fails the call with a
+StoreError.
+
+Expired rows are never seen (every statement compares ``expires_at``) and are swept by a
+full scan at the first ``issue`` of a store, then at most once every
+:data:`SWEEP_INTERVAL` seconds: without an index on ``expires_at``, each delete and issue
+writes one page instead of two.
 
 Idle connections are closed by :meth:`SQLiteTicketStore.close`, or when the store is
 garbage-collected (``weakref.finalize``), or at interpreter exit, whichever comes first:
@@ -25,14 +38,13 @@ a store dropped without ``close()`` leaves no ``ResourceWarning: unclosed databa
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -40,16 +52,39 @@ from ..errors import ConfigurationError, StoreError
 from . import schemes_of
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
-__all__ = ["SQLiteTicketStore"]
+__all__ = ["FILE_CHECK_INTERVAL", "SWEEP_INTERVAL", "WAL_AUTOCHECKPOINT", "SQLiteTicketStore"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Idle connections kept for reuse; more threads at once open and close their own.
 _MAX_IDLE = 16
-# Sweep expired rows once every this many issues: cheap, and bounded.
-_SWEEP_EVERY = 256
+#: Seconds a store trusts its last look at the path: a file replaced or removed is seen by
+#: the first call made this long after the change, at the latest. A ``stat`` per call cost
+#: every delete a system call; this costs one per interval, and every call a read of the
+#: monotonic clock (no system call).
+FILE_CHECK_INTERVAL = 0.1
+#: Seconds between two sweeps of expired rows by one store (each a scan of the table).
+SWEEP_INTERVAL = 60.0
+#: WAL pages past which every commit runs a checkpoint (SQLite's default: 1000), which syncs
+#: the WAL and the file (two fsyncs). Under several busy workers the WAL starts over only
+#: after some ten of them (it takes one during which no other process committed), and the
+#: first commit after that syncs once more, holding the write lock. At 4000, three to four
+#: times fewer fsyncs were measured with two processes deleting at once, for a WAL file of
+#: up to 16 MB.
+WAL_AUTOCHECKPOINT = 4000
+# Seconds to sleep before each retry of a statement that found the database locked, then
+# the last one until the store's timeout. SQLite's own busy handler sleeps 1 ms, 2, 5, 10,
+# ...: a worker that meets another one's write (which holds the lock some 20 us) lost a
+# millisecond; here it tries again at once, then after 50 us (about 100 with the kernel's
+# timer slack).
+_BACKOFF = (0.0, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01)
+# Replay claims (``claim``) are swept once every this many.
+_SWEEP_CLAIMS_EVERY = 256
 
 #: A file as the kernel knows it, (st_dev, st_ino); None when nothing is at the path.
 _FileId = tuple[int, int] | None
+#: An idle connection: the connection, a cursor of its own for the hot statements (one
+#: object fewer per call than ``Connection.execute``), and the file it was opened on.
+_Idle = tuple[sqlite3.Connection, sqlite3.Cursor, _FileId]
 #: Connections a forked process found in its parent's store: never used, and never closed
 #: (closing may checkpoint and unlink the -wal file the parent still uses); kept here so
 #: the garbage collector does not close them either.
@@ -85,12 +120,19 @@ class SQLiteTicketStore:
         self.table = table
         # Idle connections, each with the file it was opened on, reused by whichever thread
         # comes next. Not one per thread: a server that starts a thread per request would
-        # otherwise leak a file per request. The list is only ever changed in place: the
-        # finalizer holds it.
-        self._idle: list[tuple[sqlite3.Connection, _FileId]] = []
+        # otherwise leak a file per request. Taken with list.pop() and given back with
+        # list.append(), each atomic, so the hot path takes no lock of ours. The list is
+        # only ever changed in place: the finalizer holds it.
+        self._idle: list[_Idle] = []
+        # Guards what a fork changes (below); nothing on the hot path.
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._issued = 0
+        # The file at the path when it was last looked up, and when (time.monotonic()).
+        self._file: _FileId = None
+        self._file_checked = -math.inf
+        self._sweep_due = -math.inf  # the first issue sweeps
+        self._claims = 0
+        self._replay_ready = False
         self._issue_sql = f"INSERT INTO {table} (ticket, service, expires_at) VALUES (?, ?, ?)"
         self._exists_sql = f"SELECT 1 FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
         self._delete_sql = f"DELETE FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
@@ -102,10 +144,7 @@ class SQLiteTicketStore:
         self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._pid)
         # Create the schema now, so a bad path fails at start-up, not on the first request.
         try:
-            if self._shared:
-                self._release(self._open(), None)
-            else:
-                self._release(*self._take())
+            self._give_back(self._take())
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open SQLite ticket store {path!r}: {exc}") from exc
 
@@ -130,52 +169,69 @@ class SQLiteTicketStore:
                 raise ConfigurationError(f"unknown sqlite store option {key!r} (known: timeout, table)")
         return cls(path, **options)
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one statement, taken from the idle ones or opened."""
-        if self._pid != os.getpid():
-            # A connection must not cross a fork: a gunicorn worker opens its own. The
-            # parent's are left alone, as SQLite asks (see _INHERITED).
-            with self._lock:
-                _INHERITED.extend(conn for conn, _ in self._idle)
-                self._idle.clear()
-                self._pid = os.getpid()
-                self._finalizer.detach()
-                self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._pid)
-        if self._shared:
-            with self._shared_lock:
-                yield self._idle[0][0] if self._idle else self._release(self._open(), None)
-            return
-        conn, file = self._take()
-        try:
-            yield conn
-        finally:
-            self._release(conn, file)
+    def _take(self) -> _Idle:
+        """A connection for one call: an idle one on the file at the path, or a new one.
 
-    def _take(self) -> tuple[sqlite3.Connection, _FileId]:
-        """An idle connection on the file now at the path, or a new one. Connections on a
-        file since replaced or removed are closed on the way."""
+        Every call pays: a ``getpid`` (a connection must not cross a fork, and uWSGI
+        forks its workers without running Python's ``os.register_at_fork`` hooks, so a
+        hook alone would miss it), a clock read, a ``list.pop``. Hand it back with
+        :meth:`_give_back`, in a ``finally``.
+        """
+        if self._pid != os.getpid():
+            self._forked()
+        if self._shared:
+            self._shared_lock.acquire()
+            try:
+                if not self._idle:
+                    conn = self._open()
+                    self._idle.append((conn, conn.cursor(), None))
+                return self._idle[0]
+            except BaseException:
+                self._shared_lock.release()
+                raise
+        now = time.monotonic()
+        if now - self._file_checked >= FILE_CHECK_INTERVAL:
+            self._file = _file_id(self.path)
+            self._file_checked = now
+        try:
+            idle = self._idle.pop()
+        except IndexError:
+            return self._take_slowly(None)
+        if idle[2] == self._file:
+            return idle
+        return self._take_slowly(idle)
+
+    def _take_slowly(self, stale: _Idle | None) -> _Idle:
+        """No idle connection on the file last seen at the path: look the path up again,
+        close the connections on a file since replaced or removed, and take one on the
+        file there now, or open it."""
         file = _file_id(self.path)
-        stale: list[sqlite3.Connection] = []
-        found: sqlite3.Connection | None = None
-        with self._lock:
-            while self._idle:
-                conn, opened_on = self._idle.pop()
-                if opened_on == file:
-                    found = conn
-                    break
-                stale.append(conn)
-        if stale:
+        retired = [] if stale is None else [stale[0]]
+        found: _Idle | None = None
+        while found is None:
+            try:
+                idle = self._idle.pop()
+            except IndexError:
+                break
+            if idle[2] == file:
+                found = idle
+            else:
+                retired.append(idle[0])
+        if retired:
             # SQLite names the -wal file after the path, and leaves the old file's there
             # when it was moved: the next connection at the path would take its pages for
             # the new file's. Emptied first, it leaves the new file as it is.
+            # TRUNCATE waits for the other connections on it (SQLite's busy handler, which
+            # the hot path turned off), at most the store's timeout.
             with contextlib.suppress(sqlite3.Error):
-                stale[0].execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            for conn in stale:
+                retired[0].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                retired[0].execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for conn in retired:
                 conn.close()
         if found is not None:
-            return found, file
-        if file is None and not self._shared:
+            self._file, self._file_checked = file, time.monotonic()
+            return found
+        if file is None:
             _create_alone(self.path)
         # The file may be replaced while we open it: the connection is kept only when the
         # path names the same file before and after.
@@ -183,18 +239,32 @@ class SQLiteTicketStore:
             conn = self._open()
             opened_on = _file_id(self.path)
             if opened_on is not None and file in (None, opened_on):
-                return conn, opened_on
+                self._file, self._file_checked = opened_on, time.monotonic()
+                return conn, conn.cursor(), opened_on
             conn.close()
             file = opened_on
         raise sqlite3.OperationalError(f"{self.path} keeps being replaced")
 
-    def _release(self, conn: sqlite3.Connection, file: _FileId) -> sqlite3.Connection:
+    def _give_back(self, idle: _Idle) -> None:
+        if self._shared:
+            self._shared_lock.release()
+        elif len(self._idle) < _MAX_IDLE:
+            self._idle.append(idle)
+        else:
+            idle[0].close()
+
+    def _forked(self) -> None:
+        """In a process forked since the store was used: leave the parent's connections
+        alone, as SQLite asks (see _INHERITED), and open new ones."""
         with self._lock:
-            if len(self._idle) < _MAX_IDLE:
-                self._idle.append((conn, file))
-                return conn
-        conn.close()
-        return conn
+            if self._pid == os.getpid():
+                return  # another thread of this process was first
+            _INHERITED.extend(idle[0] for idle in self._idle)
+            self._idle.clear()
+            self._pid = os.getpid()
+            self._file_checked = -math.inf
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._pid)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -204,12 +274,13 @@ class SQLiteTicketStore:
             check_same_thread=False,  # a connection moves between threads, used by one at a time
         )
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            # connect()'s timeout is SQLite's busy handler, for these statements only.
             if not self._shared:
                 conn.execute("PRAGMA journal_mode = WAL")
                 # WAL + NORMAL is durable against application crashes; a power loss may lose
                 # the last tickets, which only makes those requests fail as expired.
                 conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             # On every new connection: the file may be new (replaced, removed). When the
             # table is there this takes no lock and costs microseconds.
             conn.execute(
@@ -217,30 +288,72 @@ class SQLiteTicketStore:
                 "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
                 ") WITHOUT ROWID"
             )
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires_at ON {self.table} (expires_at)")
+            # Earlier versions indexed expires_at for the sweep: the index made every
+            # delete and issue write two pages. When it is not there this takes no lock.
+            conn.execute(f"DROP INDEX IF EXISTS {self.table}_expires_at")
+            # From here on a locked database is retried by _execute, finer than SQLite does.
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _execute(
+        self, on: sqlite3.Connection | sqlite3.Cursor, sql: str, params: tuple[object, ...] = ()
+    ) -> sqlite3.Cursor:
+        """``on.execute(sql, params)``, tried again while the database is locked, for at
+        most the store's timeout (see _BACKOFF).
+
+        Every statement is its own transaction (autocommit): one that found the database
+        locked changed nothing, and running it again is safe.
+        """
+        try:
+            return on.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            locked = exc
+        deadline = time.monotonic() + self.timeout
+        delays = iter(_BACKOFF)
+        while (left := deadline - time.monotonic()) > 0:
+            delay = next(delays, _BACKOFF[-1])
+            if delay:
+                time.sleep(min(delay, left))
+            try:
+                return on.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                locked = exc
+        raise locked
+
     def issue(self, service_id: str, ttl: float | None = None) -> str:
         ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         ticket = new_ticket()
         now = time.time()
-        self._issued += 1
         try:
-            with self._connection() as conn:
-                conn.execute(self._issue_sql, (ticket, service_id, now + ttl))
-                if self._issued % _SWEEP_EVERY == 0:
-                    conn.execute(self._sweep_sql, (now,))
+            idle = self._take()
+            try:
+                self._execute(idle[1], self._issue_sql, (ticket, service_id, now + ttl))
+                due = time.monotonic()
+                if due >= self._sweep_due:
+                    self._sweep_due = due + SWEEP_INTERVAL
+                    self._execute(idle[1], self._sweep_sql, (now,))
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         return ticket
 
     def exists(self, service_id: str, ticket: str) -> bool:
         try:
-            with self._connection() as conn:
-                row = conn.execute(self._exists_sql, (ticket, service_id, time.time())).fetchone()
+            idle = self._take()
+            try:
+                # A cursor of its own: the shared one would keep the SELECT (and its read
+                # snapshot) open while idle.
+                row = self._execute(idle[0], self._exists_sql, (ticket, service_id, time.time())).fetchone()
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         except UnicodeEncodeError:
@@ -249,9 +362,18 @@ class SQLiteTicketStore:
         return row is not None
 
     def delete(self, service_id: str, ticket: str) -> bool:
+        """One ``DELETE`` on an idle connection: the hot path of every fail call.
+
+        One statement even when the ticket does not exist: a ``SELECT`` first would save
+        that case the write lock (two of its four lock calls) but cost a ticket that does
+        exist, the case of real fail calls, a second statement and transaction.
+        """
         try:
-            with self._connection() as conn:
-                deleted = conn.execute(self._delete_sql, (ticket, service_id, time.time())).rowcount
+            idle = self._take()
+            try:
+                deleted = self._execute(idle[1], self._delete_sql, (ticket, service_id, time.time())).rowcount
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         except UnicodeEncodeError:
@@ -259,17 +381,24 @@ class SQLiteTicketStore:
         return deleted == 1
 
     def sweep(self) -> int:
-        """Delete expired rows now; returns how many. ``issue`` does this now and then."""
+        """Delete expired rows now (a scan of the table); returns how many. ``issue`` does
+        this at a store's first issue, then at most once every :data:`SWEEP_INTERVAL`."""
         try:
-            with self._connection() as conn:
-                return conn.execute(self._sweep_sql, (time.time(),)).rowcount
+            idle = self._take()
+            try:
+                return self._execute(idle[1], self._sweep_sql, (time.time(),)).rowcount
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
     def ping(self) -> None:
         try:
-            with self._connection() as conn:
-                conn.execute("SELECT 1").fetchone()
+            idle = self._take()
+            try:
+                self._execute(idle[0], "SELECT 1").fetchone()
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
@@ -286,21 +415,27 @@ class SQLiteTicketStore:
         replay = f"{self.table}_replay"
         now = time.time()
         try:
-            with self._connection() as conn:
-                if not self.__dict__.get("_replay_ready"):
-                    conn.execute(
+            idle = self._take()
+            try:
+                conn = idle[0]
+                if not self._replay_ready:
+                    self._execute(
+                        conn,
                         f"CREATE TABLE IF NOT EXISTS {replay} (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
-                        " WITHOUT ROWID"
+                        " WITHOUT ROWID",
                     )
                     self._replay_ready = True
-                changed = conn.execute(
+                changed = self._execute(
+                    conn,
                     f"INSERT INTO {replay} (key, expires_at) VALUES (?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE expires_at <= ?",
                     (key, now + ttl, now),
                 ).rowcount
-                self._claims = self.__dict__.get("_claims", 0) + 1
-                if self._claims % 256 == 0:
-                    conn.execute(f"DELETE FROM {replay} WHERE expires_at <= ?", (now,))
+                self._claims += 1
+                if self._claims % _SWEEP_CLAIMS_EVERY == 0:
+                    self._execute(conn, f"DELETE FROM {replay} WHERE expires_at <= ?", (now,))
+            finally:
+                self._give_back(idle)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         return bool(changed == 1)
@@ -331,10 +466,10 @@ def _file_id(path: str) -> _FileId:
     return stat.st_dev, stat.st_ino
 
 
-def _close_idle(idle: list[tuple[sqlite3.Connection, _FileId]], pid: int) -> None:
+def _close_idle(idle: list[_Idle], pid: int) -> None:
     """Close the idle connections of a store (its ``close()``, or its finalizer), in the
     process that opened them only."""
-    connections = [conn for conn, _ in idle]
+    connections = [entry[0] for entry in idle]
     idle.clear()
     for conn in connections:
         if pid == os.getpid():

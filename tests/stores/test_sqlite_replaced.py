@@ -2,9 +2,10 @@
 
 A gunicorn server with two workers serves fail calls on a file; the file is replaced (a new
 one renamed over it) or deleted, and another process (the CLI) issues tickets at the path.
-Each worker notices at its next call and moves to the file now at the path, so those
-tickets are deleted by fail calls over HTTP: no worker keeps answering from a file that
-nobody else sees.
+Each worker notices at its first call made ``FILE_CHECK_INTERVAL`` seconds after the change
+(a store looks the path up at most that often) and moves to the file now at the path, so
+those tickets are deleted by fail calls over HTTP: no worker keeps answering from a file
+that nobody else sees.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from conftest import AT_ONCE, SERVICE, SERVICE_TOKEN, LiveServer, ciba_env
 
 from ciba_middleware.errors import ConfigurationError, StoreError
 from ciba_middleware.stores import store_from_url, ticket_hash
-from ciba_middleware.stores.sqlite import SQLiteTicketStore
+from ciba_middleware.stores.sqlite import FILE_CHECK_INTERVAL, SQLiteTicketStore
 
 from ._cli import cli
 from ._http import assert_success, fail
@@ -57,9 +59,11 @@ def test_tickets_at_a_replaced_or_removed_path_are_deleted_by_every_worker(
         fresh = tmp_path / "fresh.sqlite3"
         SQLiteTicketStore(str(fresh)).close()
         os.replace(fresh, path)
+        time.sleep(FILE_CHECK_INTERVAL)
         after = [issue_with_cli(env) for _ in range(10)]
     else:
         path.unlink()
+        time.sleep(FILE_CHECK_INTERVAL)
         # SQLite names its -shm file after the path: until every worker has let go of the
         # old file, opening a new one there fails ("disk I/O error"), a clean 500. Each
         # worker lets go at its next call; then every call works.
@@ -93,6 +97,7 @@ def test_a_path_that_cannot_be_opened_any_more_fails_the_call(tmp_path: Path) ->
     for leftover in directory.iterdir():
         leftover.unlink()
     directory.rmdir()
+    time.sleep(FILE_CHECK_INTERVAL)  # the store looks at most this often
     with pytest.raises(StoreError, match=r"^sqlite: unable to open database file$"):
         store.delete("42", ticket)
     directory.mkdir()  # back: the store works again, on a new, empty file
@@ -110,6 +115,7 @@ def test_the_content_of_a_file_renamed_over_a_live_one_is_what_the_store_sees(tm
     new = other.issue("42", ttl=60)
     other.close()
     os.replace(fresh, path)
+    time.sleep(FILE_CHECK_INTERVAL)  # the store looks at most this often
     assert not any(store.exists("42", ticket) for ticket in old)
     assert store.delete("42", new) is True
     later = SQLiteTicketStore(str(path))  # another process's view of the path
