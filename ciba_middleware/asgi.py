@@ -35,7 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
-from .core import API_PATH, Adapter, FailApi, FailApiOptions, pick_request_id
+from .core import API_PATH, REQUEST_ID_HEADER, Adapter, FailApi, FailApiOptions, pick_request_id
 from .dpop import request_url
 from .errors import ConfigurationError, InternalError
 from .redact import mask_url
@@ -131,47 +131,90 @@ class BackchannelFailMiddleware(Adapter):
         # (a store on a file or a network, a verifier of the caller's) runs in a thread.
         # Exactly these classes: a subclass may do anything.
         self._inline = type(api.store) is MemoryTicketStore and type(api.verifier) is StaticTokenVerifier
+        # A Content-Length with fewer digits than the body limit is within it: most calls
+        # need no more than this to know. (Were the api's limit changed afterwards, a body over
+        # it might be read before the 413, never answered otherwise.)
+        self._length_digits = len(str(api.max_body_bytes))
         self.server_error_status = server_error_status(status, "server_error_status")
         # Checked now when given; when not, needed (and the grants asked) only by a view.
         self._service_id = None if service_id is None else view_service(service_id, api.verifier, "service_id")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith(API_PATH):
+        if scope["type"] != "http" or not (path := scope["path"]).endswith(API_PATH):
             return await self.app(scope, receive, send)
-        route = self.api.route(_wsgi_path(scope))
+        # What follows runs on every call of the API, written in line: a Python call, a
+        # coroutine or an allocation here costs as much as one of the core's checks.
+        if scope.get("root_path") or not path.isascii():
+            path = _wsgi_path(scope)
+        api = self.api
+        route = api.route(path)
         if route is None:
             return await self.app(scope, receive, send)
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            if name in _WANTED:
-                # Repeated headers are joined, as a WSGI server joins them.
-                headers[name] = headers[name] + b"," + value if name in headers else value
+        raw = scope["headers"]
+        if type(raw) is not list:
+            raw = list(raw)  # any iterable, as ASGI allows
+        # All the headers at once, in C; when a name comes twice, the ones read here are
+        # joined as a WSGI server joins them.
+        headers: dict[bytes, bytes] = dict(raw)
+        if len(headers) != len(raw):
+            headers = _joined(raw)
         get = headers.get
-        content_length = get(_CONTENT_LENGTH, b"").decode("latin-1")
-        body = await _read_body(receive, content_length, self.api.max_body_bytes)
-        if body is None:
-            return None  # the client went away before its body arrived: nothing was done
+        length = get(_CONTENT_LENGTH, b"")
+        # A Content-Length over the limit is not read at all: the API answers 413 from the
+        # header alone. One with fewer digits than the limit cannot be over it.
+        if len(length) >= self._length_digits and length.isdigit() and int(length) > api.max_body_bytes:
+            body = b""
+        else:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # http.disconnect: the client went away, nothing was done
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                rest = await _read_rest(receive, body, api.max_body_bytes)
+                if rest is None:
+                    return None
+                body = rest
+        # Neither sent (the usual case): None, and the core makes the ID.
+        request_id = None
+        if _REQUEST_ID in headers or _X_REQUEST_ID in headers:
+            request_id = _caller_request_id(get(_REQUEST_ID), get(_X_REQUEST_ID))
+        dpop = url = ""
+        if _DPOP in headers and (proof := headers[_DPOP]):
+            dpop = proof.decode("latin-1")
+            url = _url(scope, get(_HOST, b"").decode("latin-1"))
         client = scope.get("client")
-        dpop = get(_DPOP, b"").decode("latin-1")
-        respond = functools.partial(
-            self.api.respond,
+        args = (
             route,
             scope["method"],
             get(_AUTHORIZATION, b"").decode("latin-1"),
-            Body(
-                get(_CONTENT_TYPE, b"").decode("latin-1"),
-                content_length,
-                io.BytesIO(body).read,
-                terminated=True,
-                chunked=_TRANSFER_ENCODING in headers,
+            _new_body(
+                Body,
+                (
+                    get(_CONTENT_TYPE, b"").decode("latin-1"),
+                    length.decode("latin-1"),
+                    io.BytesIO(body).read if body else _NO_BODY.read,
+                    True,  # terminated: the body is in memory, read to its end or past the limit
+                    _TRANSFER_ENCODING in headers,  # chunked
+                ),
             ),
             client[0] if client else None,
-            pick_request_id(get(_REQUEST_ID, b"").decode("latin-1"), get(_X_REQUEST_ID, b"").decode("latin-1")),
+            request_id,
             dpop,
-            _url(scope, get(_HOST, b"").decode("latin-1")) if dpop else "",
+            url,
         )
-        answer = respond() if self._inline else await asyncio.get_running_loop().run_in_executor(None, respond)
-        await _send(send, answer.status, answer.headers, answer.body)
+        if self._inline:
+            answer = api.respond(*args)
+        else:
+            answer = await asyncio.get_running_loop().run_in_executor(None, api.respond, *args)
+        # The core's answers end with the call's Request-Id: the headers before it recur (each
+        # reason's, each error's) and are encoded once; only the ID is encoded per call.
+        out = answer.headers
+        if out and (last := out[-1])[0] == REQUEST_ID_HEADER and (head := _ENCODED.get(tuple(out[:-1]))):
+            encoded = [*head, (_REQUEST_ID_NAME, last[1].encode("latin-1"))]
+        else:
+            encoded = _raw_headers(out)  # the first answer of its kind, or not the core's
+        await send({"type": "http.response.start", "status": answer.status, "headers": encoded})
+        await send({"type": "http.response.body", "body": answer.body})
         return None
 
     # -- for the app's views ------------------------------------------------------------
@@ -260,26 +303,27 @@ def _wsgi_path(scope: Scope) -> str:
     return path if path.isascii() else path.encode("utf-8").decode("latin-1")
 
 
-async def _read_body(receive: Receive, content_length: str, limit: int) -> bytes | None:
-    """The body, or its first ``limit + 1`` bytes when longer; None when the client left.
+def _joined(raw: list[Any]) -> dict[bytes, bytes]:
+    """The headers the API reads, each sent more than once joined with commas, as a WSGI server joins them."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name in _WANTED:
+            headers[name] = headers[name] + b"," + value if name in headers else value
+    return headers
 
-    A ``Content-Length`` over the limit is not read at all: the API answers 413 from the
-    header alone.
+
+async def _read_rest(receive: Receive, body: bytes, limit: int) -> bytes | None:
+    """A body sent in several messages, after its first part ``body``; None when the client left.
+
+    Read up to its end or its first ``limit + 1`` bytes, whichever comes first: the API answers
+    413 for more, and the rest is never read.
     """
-    if content_length.isascii() and content_length.isdigit() and int(content_length) > limit:
-        return b""
-    message = await receive()
-    if message["type"] != "http.request":
-        return None  # http.disconnect
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body  # the usual case: the whole body in one message
     chunks = [body]
     size = len(body)
     while size <= limit:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            return None  # http.disconnect
         chunk: bytes = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
@@ -288,21 +332,51 @@ async def _read_body(receive: Receive, content_length: str, limit: int) -> bytes
     return b"".join(chunks)
 
 
-# Headers as ASGI sends them, for the answers that recur (each reason's, each error's): most
-# calls get one of a few dozen. Bounded, so answers with descriptions cannot grow it.
+def _caller_request_id(given: bytes | None, forwarded: bytes | None) -> str | None:
+    """The caller's ``Request-Id``, else its ``X-Request-Id``, for the core to keep when well formed.
+
+    With both sent, the first well-formed one (:func:`pick_request_id`); with neither, None.
+    """
+    if given is None:
+        return None if forwarded is None else forwarded.decode("latin-1")
+    if forwarded is None:
+        return given.decode("latin-1")
+    return pick_request_id(given.decode("latin-1"), forwarded.decode("latin-1"))
+
+
+# The body of a request without one: reading it gives b"", whoever reads it.
+_NO_BODY = io.BytesIO()
+# tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
+_new_body = tuple.__new__
+
+# Headers as ASGI sends them (lower-case names, bytes), for the answers that recur. The core's
+# answers end with the call's own Request-Id: what comes before it is one of a few dozen lists
+# (each reason's, each error's), encoded once; only the ID is encoded per call. Bounded, so
+# answers with descriptions (their own Content-Length) cannot grow it.
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
 _ENCODED_MAX = 256
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+def _raw_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` as ASGI sends them: a new list each time (the server may keep or change it)."""
+    last = headers[-1] if headers else None
+    tail: list[tuple[bytes, bytes]] = []
+    if last is not None and last[0] == REQUEST_ID_HEADER:
+        key = tuple(headers[:-1])
+        tail.append((_REQUEST_ID_NAME, last[1].encode("latin-1")))
+    else:
+        key = tuple(headers)
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in key]
+        if len(_ENCODED) < _ENCODED_MAX:
+            _ENCODED[key] = encoded
+    return [*encoded, *tail]
 
 
 async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    key = tuple(headers)
-    encoded = _ENCODED.get(key)
-    if encoded is None:
-        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        if len(_ENCODED) < _ENCODED_MAX:
-            _ENCODED[key] = encoded
-    # A list of its own each time: the server may keep or change it.
-    await send({"type": "http.response.start", "status": status, "headers": list(encoded)})
+    await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -7,9 +7,11 @@ particular to ASGI, in process (plain coroutines, no framework) and under real u
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,11 +23,15 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from _dpop import BOUND_TOKEN, RSA, proof
+from _dpop import grants as dpop_grants
 from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer
 from test_passthrough import PASSED_THROUGH
 
-from ciba_middleware import BackchannelFail, ConfigurationError, StaticTokenVerifier, StoreError
+from ciba_middleware import BackchannelFail, ConfigurationError, FailEvent, StaticTokenVerifier, StoreError
 from ciba_middleware.asgi import BackchannelFailMiddleware, from_env, not_found_app
+from ciba_middleware.core import FailApi
+from ciba_middleware.request import Body
 from ciba_middleware.stores import store_from_url
 from ciba_middleware.stores.memory import MemoryTicketStore
 
@@ -206,6 +212,182 @@ def test_repeated_headers_are_joined_as_wsgi_joins_them() -> None:
     status, _, body = answer(call(wrap(RecordingApp()), scope, [b"{}"]))
     assert (status, body["resultCode"]) == (400, "A185201")
     assert "Content-Length '2,2' is not a number of bytes." in body["resultMessage"]
+
+
+@pytest.mark.parametrize("container", [tuple, iter], ids=["tuple", "iterator"])
+def test_headers_may_be_any_iterable(container: Any) -> None:
+    scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json"})
+    scope["headers"] = container(scope["headers"])
+    status, _, body = answer(call(wrap(RecordingApp()), scope, [b'{"reason":"ACCESS_DENIED"}']))
+    assert (status, body["action"]) == (200, "FORBIDDEN")
+
+
+def test_a_repeated_header_the_api_does_not_read_changes_nothing() -> None:
+    scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json"})
+    scope["headers"] += [(b"accept", b"application/json"), (b"accept", b"*/*")]
+    status, _, body = answer(call(wrap(RecordingApp()), scope, [b'{"reason":"ACCESS_DENIED"}']))
+    assert (status, body["action"]) == (200, "FORBIDDEN")
+
+
+@pytest.mark.parametrize(
+    ("length", "read"),
+    [("100", True), ("99", True), ("050", True), ("101", False), ("0101", False), ("9" * 30, False)],
+)
+def test_a_content_length_is_compared_with_the_limit_before_the_body_is_read(length: str, read: bool) -> None:
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return {"type": "http.request", "body": b"{}"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = {"Authorization": BEARER, "Content-Type": "application/json", "Content-Length": length}
+    asyncio.run(wrap(RecordingApp(), max_body_bytes=100)(http_scope(V3, headers=headers), receive, send))
+    assert received == ([1] if read else [])
+    status, _, body = answer(sent)
+    # Within the limit, the 2 bytes sent are fewer than announced: a 400 of its own.
+    assert status == (400 if read else 413), body
+
+
+# -- what is sent back ------------------------------------------------------------------------
+
+# Requests of every kind of answer: each reason's fixed answer, one with a description (a
+# Content-Length of its own), errors with and without a WWW-Authenticate or Allow header.
+ANSWERS = [
+    pytest.param("POST", BEARER, "application/json", b'{"reason":"ACCESS_DENIED"}', id="plain"),
+    pytest.param("POST", BEARER, "application/json", b'{"reason":"UNKNOWN_USER_ID"}', id="another-reason"),
+    pytest.param("POST", BEARER, "application/json", b'{"reason":"ACCESS_DENIED","errorDescription":"No."}',
+                 id="description"),
+    pytest.param("POST", "", "application/json", b"{}", id="no-credentials"),
+    pytest.param("POST", BEARER, "text/plain", b"{}", id="media-type"),
+    pytest.param("POST", BEARER, "application/json", b"", id="no-body"),
+    pytest.param("POST", BEARER, "application/json", b"x" * 20000, id="too-large"),
+    pytest.param("GET", BEARER, "", b"", id="method"),
+    pytest.param("HEAD", BEARER, "", b"", id="head"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "authorization", "content_type", "payload"), ANSWERS)
+def test_the_answer_is_the_cores_as_asgi_sends_it(
+    method: str, authorization: str, content_type: str, payload: bytes
+) -> None:
+    """Status, headers (names in lower case, bytes) and body exactly as the core answered, each time."""
+    api = FailApi(store=MemoryTicketStore(), verifier=StaticTokenVerifier(GRANTS))
+    middleware = BackchannelFailMiddleware.around(RecordingApp(), api)
+    headers = {"Authorization": authorization, "Content-Type": content_type, "Request-Id": f"case-{method}"}
+    if payload:
+        headers["Content-Length"] = str(len(payload))
+    for _ in range(2):  # the first answer of its kind, then the same from the encoded headers
+        sent = call(middleware, http_scope(V3, method, {k: v for k, v in headers.items() if v}), [payload])
+        core = api.respond(
+            ("v3", SERVICE),
+            method,
+            authorization,
+            Body(content_type, headers.get("Content-Length", ""), io.BytesIO(payload).read, terminated=True),
+            request_id=f"case-{method}",
+        )
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert sent[0]["status"] == core.status
+        assert sent[0]["headers"] == [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in core.headers]
+        assert sent[1]["body"] == core.body
+
+
+def test_each_answer_has_a_header_list_of_its_own() -> None:
+    middleware = wrap(RecordingApp())
+    scope = {"Authorization": BEARER, "Content-Type": "application/json"}
+    first = call(middleware, http_scope(V3, headers=scope), [b"{}"])
+    first[0]["headers"].append((b"x-added-by-the-server", b"1"))
+    second = call(middleware, http_scope(V3, headers=scope), [b"{}"])
+    assert (b"x-added-by-the-server", b"1") not in second[0]["headers"]
+    assert first[0]["headers"][:-2] == second[0]["headers"][:-1]  # all but the Request-Id (and the addition)
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ({"Request-Id": "abc-123"}, "abc-123"),
+        ({"X-Request-Id": "x.1:2_3"}, "x.1:2_3"),
+        ({"Request-Id": "mine", "X-Request-Id": "proxy"}, "mine"),
+        ({"Request-Id": "has space", "X-Request-Id": "proxy"}, "proxy"),
+        ({"Request-Id": "has space"}, None),
+        ({"X-Request-Id": "caf\u00e9"}, None),
+        ({"Request-Id": "", "X-Request-Id": ""}, None),
+        ({}, None),
+    ],
+)
+def test_which_request_id_an_answer_carries(sent: dict[str, str], expected: str | None) -> None:
+    """As over WSGI (test_request_id.py): the caller's Request-Id, else its X-Request-Id, else a new one."""
+    events: list[FailEvent] = []
+    middleware = wrap(RecordingApp(), observers=[events.append])
+    headers = {k: v.encode("utf-8").decode("latin-1") for k, v in sent.items()}
+    scope = http_scope(V3, headers={"Authorization": BEARER, "Content-Type": "application/json", **headers})
+    _, raw, _ = answer(call(middleware, scope, [b'{"reason":"ACCESS_DENIED"}']))
+    got = raw[b"request-id"].decode("latin-1")
+    if expected is None:
+        assert re.fullmatch(r"[0-9a-f]{32}", got)
+    else:
+        assert got == expected
+    (event,) = events
+    assert event.request_id == got
+
+
+# -- DPoP: the URL the request was sent to ----------------------------------------------------
+
+
+def dpop_call(scope: dict[str, Any], htu: str) -> tuple[int, dict[bytes, bytes], Any]:
+    store = MemoryTicketStore()
+    middleware = BackchannelFailMiddleware(
+        RecordingApp(), store=store, verifier=StaticTokenVerifier([*GRANTS, *dpop_grants(SERVICE)])
+    )
+    ticket = store.issue(SERVICE)
+    scope["headers"] += [(b"authorization", f"DPoP {BOUND_TOKEN}".encode()), (b"dpop", proof(RSA, htu).encode()),
+                         (b"content-type", b"application/json")]  # fmt: skip
+    result = answer(call(middleware, scope, [json.dumps({"ticket": ticket, "reason": "ACCESS_DENIED"}).encode()]))
+    assert store.exists(SERVICE, ticket) is (result[0] != 200)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("extra", "htu"),
+    [
+        pytest.param({"headers": [(b"host", b"api.example:8443")], "scheme": "https", "raw_path": V3.encode()},
+                     f"https://api.example:8443{V3}", id="host"),
+        pytest.param({"headers": [], "server": ("10.0.0.1", 8000)}, f"http://10.0.0.1:8000{V3}", id="no-host"),
+        pytest.param({"headers": [(b"host", b"h")], "raw_path": V3.encode() + b"?x=1"}, f"http://h{V3}", id="query"),
+        pytest.param({"headers": [(b"host", b"h")], "root_path": "/authlete", "path": f"/authlete{V3}",
+                      "raw_path": f"/authlete{V3}".encode()}, f"http://h/authlete{V3}", id="mounted"),
+        pytest.param({"headers": [(b"host", b"h")], "root_path": "/authlete", "path": f"/authlete{V3}"},
+                     f"http://h/authlete{V3}", id="mounted-without-raw-path"),
+    ],
+)  # fmt: skip
+def test_a_dpop_proof_is_checked_against_the_url_sent_to(extra: dict[str, Any], htu: str) -> None:
+    scope = {"type": "http", "method": "POST", "path": V3, **extra}
+    status, _, body = dpop_call(scope, htu)
+    assert (status, body["action"]) == (200, "FORBIDDEN")
+
+
+def test_a_dpop_proof_for_another_url_is_refused() -> None:
+    scope = {"type": "http", "method": "POST", "path": f"/authlete{V3}", "root_path": "/authlete",
+             "headers": [(b"host", b"h")], "raw_path": f"/authlete{V3}".encode()}  # fmt: skip
+    status, raw, body = dpop_call(scope, f"http://h{V3}")  # the path below the mount is not the URL
+    assert status == 401
+    assert 'error="invalid_dpop_proof"' in raw[b"www-authenticate"].decode()
+    assert "htu" in body["resultMessage"]
+
+
+def test_an_empty_dpop_header_is_no_proof() -> None:
+    scope = http_scope(V3, headers={"Authorization": f"DPoP {BOUND_TOKEN}", "DPoP": "",
+                                    "Content-Type": "application/json"})  # fmt: skip
+    middleware = BackchannelFailMiddleware(
+        RecordingApp(), store=MemoryTicketStore(), verifier=StaticTokenVerifier(dpop_grants(SERVICE))
+    )
+    status, _, body = answer(call(middleware, scope, [b'{"reason":"ACCESS_DENIED"}']))
+    assert status == 401
+    assert "a DPoP proof header is required" in body["resultMessage"]
 
 
 # -- the event loop ---------------------------------------------------------------------------
@@ -567,3 +749,22 @@ def test_hypercorn_serves_the_application(tmp_path: Path) -> None:
         assert requests.get(live.url + "/elsewhere", timeout=5).json() == {"error": "not_found"}
     finally:
         live.stop()
+
+
+# -- the benchmarks' in-process harness -------------------------------------------------------
+
+
+def test_the_benchmarks_drive_every_asgi_app_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/asgi_apps.py: each app answers 200 to the requests it is timed with."""
+    from benchmarks import asgi_apps
+
+    for name in asgi_apps.APPS:
+        app, requests = asgi_apps.prepared(name, 3)
+        assert asyncio.run(asgi_apps.drive(app, requests, 6)) == 200, name
+        if name == "asgi_fail":
+            assert isinstance(app, BackchannelFailMiddleware)
+            tickets = [json.loads(body)["ticket"] for _, body in requests]
+            assert not any(app.store.exists(SERVICE, t) for t in tickets)
+    asgi_apps.main(["--calls", "5", "--rounds", "1", "--tickets", "10", "asgi_floor", "asgi_fail"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["asgi_floor", "asgi_fail"]
