@@ -64,8 +64,12 @@ _REQUEST_ID = b"request-id"
 _X_REQUEST_ID = b"x-request-id"
 _DPOP = b"dpop"
 _HOST = b"host"
+_TRACEPARENT = b"traceparent"
 _WANTED = frozenset(
-    (_AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REQUEST_ID, _X_REQUEST_ID, _DPOP, _HOST)
+    (
+        *(_AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REQUEST_ID, _X_REQUEST_ID),
+        *(_DPOP, _HOST, _TRACEPARENT),
+    )
 )
 
 
@@ -183,6 +187,7 @@ class BackchannelFailMiddleware(Adapter):
             dpop = proof.decode("latin-1")
             url = _url(scope, get(_HOST, b"").decode("latin-1"))
         client = scope.get("client")
+        traceparent = get(_TRACEPARENT)
         args = (
             route,
             scope["method"],
@@ -201,6 +206,7 @@ class BackchannelFailMiddleware(Adapter):
             request_id,
             dpop,
             url,
+            None if traceparent is None else traceparent.decode("latin-1"),
         )
         if self._inline:
             answer = api.respond(*args)

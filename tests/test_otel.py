@@ -97,6 +97,30 @@ def test_a_span_per_call_named_by_the_route_in_the_callers_trace(
     assert record["span_id"] == trace.format_span_id(span.context.span_id)
 
 
+def test_the_asgi_middleware_joins_the_callers_trace_too(
+    tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    from test_asgi import answer, call, http_scope
+
+    from ciba_middleware import asgi
+
+    wsgi = _middleware(tmp_path, provider)
+    middleware = asgi.BackchannelFailMiddleware.around(asgi.not_found_app, wsgi.api)
+    body = b'{"reason":"ACCESS_DENIED"}'
+    headers = {
+        "Authorization": f"Bearer {SERVICE_TOKEN}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "traceparent": TRACEPARENT,
+    }
+    sent = call(middleware, http_scope(f"/api/{SERVICE}/backchannel/authentication/fail", headers=headers), [body])
+    assert answer(sent)[0] == 200
+    (span,) = exporter.get_finished_spans()
+    assert trace.format_trace_id(span.context.trace_id) == CALLER_TRACE
+    assert span.parent is not None
+    assert trace.format_span_id(span.parent.span_id) == CALLER_SPAN
+
+
 def test_refused_calls_never_name_the_service_they_claim(
     tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
