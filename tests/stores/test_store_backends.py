@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -143,6 +144,85 @@ def test_redis_delete_is_one_script_call(private_redis: PrivateRedis, open_store
         assert calls == {"cmdstat_evalsha": 2, "cmdstat_get": 2, "cmdstat_del": 1, "cmdstat_config|resetstat": 1}
     finally:
         raw.close()
+
+
+def test_redis_a_flushed_script_or_a_killed_connection_fails_no_delete(
+    private_redis: PrivateRedis, open_store: OpenStore
+) -> None:
+    import redis
+
+    store = open_store(private_redis.url)
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        tickets = [store.issue("42", ttl=30) for _ in range(3)]
+        assert store.delete("42", tickets[0]) is True
+        raw.script_flush()
+        # NOSCRIPT: the script is loaded again and run again, within the call.
+        assert store.delete("42", tickets[1]) is True
+        # The connection the store holds between calls is closed by the server: the
+        # call's one more try (retries=1) makes a fresh one.
+        raw.client_kill_filter(_type="normal", skipme=True)
+        assert store.delete("42", tickets[2]) is True
+    finally:
+        raw.close()
+
+
+def test_redis_without_retries_a_killed_connection_fails_one_call_only(
+    private_redis: PrivateRedis, open_store: OpenStore
+) -> None:
+    import redis
+
+    store = open_store(f"{private_redis.url}?retries=0")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        tickets = [store.issue("42", ttl=30) for _ in range(2)]
+        assert store.delete("42", tickets[0]) is True
+        raw.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(StoreError, match="redis: "):
+            store.delete("42", tickets[1])
+        # The server never got that delete; the next call takes a fresh connection.
+        assert store.delete("42", tickets[1]) is True
+    finally:
+        raw.close()
+
+
+def test_redis_a_forked_child_uses_connections_of_its_own(redis_url: str, open_store: OpenStore) -> None:
+    """As a gunicorn worker forked after the store was used: replies must never cross."""
+    store = open_store(f"{redis_url}?key_prefix={unique_name()}:")
+    tickets = [store.issue("42", ttl=30) for _ in range(301)]
+    assert store.delete("42", tickets[0]) is True  # the parent holds a connection now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 3
+        try:
+            # Another service's deletes: 0 from the server, where the parent's get 1.
+            code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
+        finally:
+            os._exit(code)
+    parent = [store.delete("42", ticket) for ticket in tickets[1:]]
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(parent)
+
+
+def test_redis_a_store_of_ones_own_client_needs_one_connection_and_gives_it_back(redis_url: str) -> None:
+    import redis
+
+    from ciba_middleware.stores.redis import RedisTicketStore
+
+    client = redis.Redis.from_url(redis_url, max_connections=1)
+    store = RedisTicketStore(client, key_prefix=f"{unique_name()}:")
+    # Every command of the store runs on the connection it holds between calls.
+    ticket = store.issue("42", ttl=30)
+    store.ping()
+    assert store.exists("42", ticket)
+    assert store.claim("jti-1", 30) is True
+    assert store.claim("jti-1", 30) is False
+    assert store.delete("42", ticket) is True
+    store.close()
+    # The connection is the pool's again.
+    assert client.ping() is True
+    client.close()
 
 
 def test_redis_cluster_is_built_from_its_url_and_closes_every_socket(
