@@ -12,6 +12,11 @@ lock so that many workers starting together do not trip over each other, and aga
 call that finds it dropped. A database user without CREATE rights works too when the table
 already exists.
 
+A call runs on a pooled connection that the store has held since an earlier call, for up
+to a second, rather than asking psycopg_pool for one each time (:class:`_HeldConnections`),
+and no context manager wraps it (the pool's ``connection()``, the watchdog's guard): those
+cost more CPU per delete than all of the store's own code (docs/performance.md).
+
 Behind a transaction pooler (PgBouncer's ``pool_mode = transaction``, seen on each new
 connection) nothing outlives a transaction: statements are not prepared and the statement
 timeout is ``SET LOCAL`` in the statement's own implicit transaction. A connection that
@@ -31,18 +36,20 @@ libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from . import schemes_of
-from ._watchdog import Guard, Unanswered, Watchdog
+from ._watchdog import Unanswered, Watchdog
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
@@ -206,11 +213,13 @@ class PostgreSQLTicketStore:
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._held: _HeldConnections | None = None
         self._watchdog: Watchdog | None = None
         # The server cancels a statement after statement_timeout; allow it a second more
         # to say so before deciding it cannot answer.
         self._io_timeout = self.statement_timeout + 1.0
-        self._pid = 0
+        #: The value of _forks when the pool was made (-1: not yet).
+        self._forks = -1
         self._schema_ready = False
         self._issued = 0
         # Whether the last call found the server gone (see _run). True at first: until the
@@ -255,12 +264,13 @@ class PostgreSQLTicketStore:
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        # The process's fork count, not os.getpid(): no system call on every call.
+        if pool is not None and self._forks == _forks:
             return pool
         from psycopg_pool import ConnectionPool
 
         with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
+            if self._pool is not None and self._forks == _forks:
                 return self._pool
             # A pool must not cross a fork (its worker threads stay behind in the parent):
             # a gunicorn worker forked after the store was built opens its own.
@@ -276,8 +286,9 @@ class PostgreSQLTicketStore:
                 open=False,
             )
             self._pool.open(wait=False)
+            self._held = _HeldConnections(self._pool)
             self._watchdog = Watchdog()
-            self._pid = os.getpid()
+            self._forks = _forks
             self._schema_ready = False
             return self._pool
 
@@ -359,8 +370,16 @@ class PostgreSQLTicketStore:
         pool = self._get_pool()
         if self._lost and not pool.get_stats().get("pool_available"):
             return self._run_direct(work)
+        held = self._held
+        assert held is not None
         try:
-            result = self._attempt(pool.connection(), work, pooled=True)
+            conn, taken = held.take()
+            try:
+                result = self._attempt(conn, work, pooled=True)
+            except BaseException:
+                pool.putconn(conn)  # the pool looks at it: a broken or closed one is replaced
+                raise
+            held.keep(conn, taken)
         except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
@@ -400,7 +419,7 @@ class PostgreSQLTicketStore:
             raise StoreError(f"postgresql: {_one_line(exc)}") from exc
         try:
             self._configure(conn)
-            return self._attempt(contextlib.nullcontext(conn), work, pooled=False)
+            return self._attempt(conn, work, pooled=False)
         except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
@@ -410,37 +429,34 @@ class PostgreSQLTicketStore:
             conn.close()
 
     def _attempt(
-        self,
-        connection: contextlib.AbstractContextManager[psycopg.Connection[Any]],
-        work: Callable[[psycopg.Connection[Any]], T],
-        *,
-        pooled: bool,
+        self, conn: psycopg.Connection[Any], work: Callable[[psycopg.Connection[Any]], T], *, pooled: bool
     ) -> T:
         watchdog = self._watchdog
         assert watchdog is not None
-        guard: Guard | None = None
+        guard = watchdog.watch(conn.pgconn.socket, self._io_timeout)
         try:
-            with connection as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
-                try:
-                    if not self._schema_ready:
-                        self._ensure_schema(conn)
-                    try:
-                        return work(conn)
-                    except self._undefined_table:
-                        # Dropped while we run (a restore, a cleanup script): made again,
-                        # under the advisory lock, and the call tried once more on it.
-                        log.warning("the ticket table %s was gone; creating it again", self._qualified)
-                        self._ensure_schema(conn)
-                        return work(conn)
-                except self._read_only as exc:
-                    if not pooled:
-                        raise
-                    conn.close()  # the pool discards a closed connection, and opens another
-                    raise _Stale from exc
+            if not self._schema_ready:
+                self._ensure_schema(conn)
+            try:
+                return work(conn)
+            except self._undefined_table:
+                # Dropped while we run (a restore, a cleanup script): made again, under
+                # the advisory lock, and the call tried once more on it.
+                log.warning("the ticket table %s was gone; creating it again", self._qualified)
+                self._ensure_schema(conn)
+                return work(conn)
+        except self._read_only as exc:
+            if not pooled:
+                raise
+            conn.close()  # the pool discards a closed connection, and opens another
+            raise _Stale from exc
         except self._operational as exc:
-            if guard is not None and guard.fired:
+            if guard.fired:
                 raise Unanswered(f"no answer within {self._io_timeout:g} s; connection dropped") from exc
             raise
+        finally:
+            # Before the connection goes back to the pool.
+            watchdog.release(guard)
 
     # -- the protocol -------------------------------------------------------------------
 
@@ -469,7 +485,8 @@ class PostgreSQLTicketStore:
         return self._run(lambda conn: self._execute(conn, query, (ticket, service_id)).fetchone() is not None)
 
     def delete(self, service_id: str, ticket: str) -> bool:
-        if not (_storable(service_id) and _storable(ticket)):
+        # One check of both: a NUL or a lone surrogate in either is one in the two together.
+        if not _storable(service_id + ticket):
             return False
         return self._run(lambda conn: self._execute(conn, self._delete_sql, (ticket, service_id)).rowcount == 1)
 
@@ -483,8 +500,11 @@ class PostgreSQLTicketStore:
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            held, self._held = self._held, None
             watchdog, self._watchdog = self._watchdog, None
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None and self._forks == _forks:
+            if held is not None:
+                held.give_back()  # the pool closes only the connections it has
             pool.close()
         if watchdog is not None:
             watchdog.stop()
@@ -520,6 +540,77 @@ class PostgreSQLTicketStore:
             return bool(counted == 1)
 
         return self._run(insert)
+
+
+class _HeldConnections:
+    """Pooled connections kept out of the pool between calls, each for at most :data:`HOLD` s.
+
+    ``getconn`` and ``putconn`` cost psycopg_pool's lock, its checks, three log calls and
+    its bookkeeping on the way out and in (measured in docs/performance.md: about a fifth
+    of the store's CPU per delete, more than all of the store's own code). A call instead
+    pops a connection it used before from a deque and appends it back (both atomic, so
+    threads need no lock of ours).
+
+    The pool still sees every connection at least once a second while calls come: one
+    taken from it longer ago than :data:`HOLD` goes back (``putconn``: the pool's reset,
+    ``max_lifetime``, ``max_idle``) and the call gets one from ``getconn``; each call also
+    returns the oldest held connection if it is past that age, so those left over from a
+    burst of concurrent calls go back too. A call that fails gives its connection back at
+    once, for the pool to check or replace. While held, a connection counts in the pool's
+    statistics as one in use, which it is between two calls.
+    """
+
+    __slots__ = ("free", "pool")
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+        self.pool = pool
+        self.free: collections.deque[tuple[psycopg.Connection[Any], float]] = collections.deque()
+
+    def take(self) -> tuple[psycopg.Connection[Any], float]:
+        """A connection and when it was taken from the pool."""
+        now = time.monotonic()
+        free = self.free
+        try:
+            if now - free[0][1] > HOLD:
+                self.pool.putconn(free.popleft()[0])
+        except IndexError:  # empty, or emptied by another thread meanwhile
+            pass
+        try:
+            conn, taken = free.pop()
+        except IndexError:
+            return self.pool.getconn(), now
+        if now - taken > HOLD:
+            self.pool.putconn(conn)
+            return self.pool.getconn(), now
+        return conn, taken
+
+    def keep(self, conn: psycopg.Connection[Any], taken: float) -> None:
+        self.free.append((conn, taken))
+
+    def give_back(self) -> None:
+        while True:
+            try:
+                conn, _ = self.free.pop()
+            except IndexError:
+                return
+            self.pool.putconn(conn)
+
+
+#: Seconds a connection stays out of the pool between calls before it goes back to it.
+HOLD = 1.0
+
+#: How many times this process was forked from the one that imported the module: a pool
+#: made under another count belongs to a parent (its threads stayed there).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
 
 
 class _Stale(Exception):

@@ -395,6 +395,88 @@ def test_a_frozen_server_gives_a_store_error_in_bounded_time(
     assert store.delete("42", fresh) is True
 
 
+def test_postgres_a_forked_child_uses_connections_of_its_own(postgres_url: str, open_store: OpenStore) -> None:
+    """As a gunicorn worker forked after the store was used: the parent's connection, which
+    the store holds between calls, must never carry the child's statements."""
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}")
+        tickets = [store.issue("42", ttl=30) for _ in range(101)]
+        assert store.delete("42", tickets[0]) is True
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 3
+            try:
+                # Another service's deletes: no row, where the parent's find theirs.
+                code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
+            finally:
+                os._exit(code)
+        parent = [store.delete("42", ticket) for ticket in tickets[1:]]
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert all(parent)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
+def test_postgres_connections_held_between_calls_go_back_to_the_pool(
+    postgres_url: str, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from ciba_middleware.stores import postgresql
+
+    monkeypatch.setattr(postgresql, "HOLD", 0.2)
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}&pool_min_size=2&pool_max_size=2")
+        pool = store._get_pool()  # type: ignore[attr-defined]
+        # Two calls at once: each holds a connection afterwards, none is in the pool.
+        barrier = threading.Barrier(2)
+
+        def both(conn: object) -> None:
+            barrier.wait(timeout=5)
+
+        threads = [threading.Thread(target=store._run, args=(both,)) for _ in range(2)]  # type: ignore[attr-defined]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pool.get_stats().get("pool_available", 0) == 0
+        # Calls one at a time use one of them; the other goes back once past HOLD.
+        deadline = time.monotonic() + 5
+        while pool.get_stats().get("pool_available", 0) < 1:
+            assert time.monotonic() < deadline
+            store.ping()
+            time.sleep(0.05)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
+def test_postgres_close_closes_the_connections_held_between_calls(postgres_url: str) -> None:
+    import psycopg
+
+    table, name = unique_name(), unique_name("ciba held")
+    store = store_from_url(f"{postgres_url}?table={table}&application_name={name.replace(' ', '%20')}")
+    try:
+        ticket = store.issue("42", ttl=30)
+        assert store.delete("42", ticket) is True
+        store.close()
+        with psycopg.connect(postgres_url) as conn:
+            deadline = time.monotonic() + 5
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+                ).fetchone()
+                assert row is not None
+                if row[0] == 0:
+                    break
+                assert time.monotonic() < deadline, f"{row[0]} connections left open"
+                time.sleep(0.05)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
 def test_postgres_passes_libpq_options_through(postgres_url: str, open_store: OpenStore) -> None:
     import psycopg
 
