@@ -201,7 +201,7 @@ def test_a_direct_connection_keeps_prepared_statements(postgres_url: str, table:
         store.exists("42", ticket)
 
     # On the store's one connection (which it holds between calls, out of the pool).
-    def look(conn: psycopg.Connection[object]) -> tuple[object, object]:
+    def look(conn: psycopg.Connection[object], cursor: object) -> tuple[object, object]:
         prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
         return prepared, conn.execute("SHOW statement_timeout").fetchone()
 

@@ -434,7 +434,7 @@ def test_postgres_connections_held_between_calls_go_back_to_the_pool(
         # Two calls at once: each holds a connection afterwards, none is in the pool.
         barrier = threading.Barrier(2)
 
-        def both(conn: object) -> None:
+        def both(conn: object, cursor: object) -> None:
             barrier.wait(timeout=5)
 
         threads = [threading.Thread(target=store._run, args=(both,)) for _ in range(2)]  # type: ignore[attr-defined]
