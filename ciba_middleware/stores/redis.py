@@ -496,7 +496,8 @@ class _HeldConnections:
 
 class _Again:
     """A retried command: raises the first attempt's error once (the Retry counts it and
-    disconnects), then sends the command again on the connection, which reconnects."""
+    disconnects), then connects again as the pool would (a Sentinel connection asks the
+    Sentinels for the master, which may have changed) and sends the command again."""
 
     __slots__ = ("conn", "error", "packed")
 
@@ -508,6 +509,7 @@ class _Again:
         error, self.error = self.error, None
         if error is not None:
             raise error
+        self.conn.connect()
         self.conn.send_packed_command((self.packed,))
         return self.conn.read_response(disable_decoding=True)
 
