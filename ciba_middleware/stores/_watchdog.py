@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 __all__ = ["Guard", "Unanswered", "Watchdog"]
 
@@ -48,28 +47,35 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._guards: set[Guard] = set()
-        self._cond = threading.Condition()
+        # A plain lock, taken directly by watch and release (a Condition's own ``with``
+        # is one more Python call each time); the condition only to sleep and wake.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._stopped = False
         self._asleep = True
         self._added = 0
         threading.Thread(target=self._watch, name="ciba-tickets-watchdog", daemon=True).start()
 
-    @contextlib.contextmanager
-    def guard(self, fd: int, seconds: float) -> Iterator[Guard]:
+    def watch(self, fd: int, seconds: float) -> Guard:
+        """Watch the call about to run on socket ``fd``; :meth:`release` its guard after it.
+
+        Two plain methods rather than a context manager: the generator and its ``with``
+        cost more than the lock, on every call.
+        """
         guard = Guard(time.monotonic() + seconds, fd)
-        with self._cond:
+        with self._lock:
             self._guards.add(guard)
             self._added += 1
             if self._asleep:
                 self._asleep = False
                 self._cond.notify()
-        try:
-            yield guard
-        finally:
-            # Removed before the connection goes back to the pool, under the lock the
-            # watchdog fires under: it never touches a socket no longer ours.
-            with self._cond:
-                self._guards.discard(guard)
+        return guard
+
+    def release(self, guard: Guard) -> None:
+        """The call is over. Before the connection goes back to the pool, under the lock
+        the watchdog fires under: it never touches a socket no longer ours."""
+        with self._lock:
+            self._guards.discard(guard)
 
     def stop(self) -> None:
         with self._cond:

@@ -12,6 +12,12 @@ lock so that many workers starting together do not trip over each other, and aga
 call that finds it dropped. A database user without CREATE rights works too when the table
 already exists.
 
+A call runs on a pooled connection that the store has held since an earlier call, for up
+to a second, rather than asking psycopg_pool for one each time (:class:`_HeldConnections`),
+with the cursor made for that connection then, and no context manager wraps it (the pool's
+``connection()``, the watchdog's guard): together those cost 96,000 client instructions per
+delete, more than psycopg's own execution of the statement (docs/performance.md).
+
 Behind a transaction pooler (PgBouncer's ``pool_mode = transaction``, seen on each new
 connection) nothing outlives a transaction: statements are not prepared and the statement
 timeout is ``SET LOCAL`` in the statement's own implicit transaction. A connection that
@@ -31,18 +37,20 @@ libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from . import schemes_of
-from ._watchdog import Guard, Unanswered, Watchdog
+from ._watchdog import Unanswered, Watchdog
 from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
 
 if TYPE_CHECKING:
@@ -55,6 +63,10 @@ __all__ = ["PostgreSQLTicketStore"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    #: What a call runs: given the connection and its cursor (see _new_cursor).
+    Work = Callable[[psycopg.Connection[Any], psycopg.Cursor[Any]], T]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
 # Sweep expired rows once every this many issues per process: cheap, and bounded.
@@ -206,11 +218,13 @@ class PostgreSQLTicketStore:
 
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._held: _HeldConnections | None = None
         self._watchdog: Watchdog | None = None
         # The server cancels a statement after statement_timeout; allow it a second more
         # to say so before deciding it cannot answer.
         self._io_timeout = self.statement_timeout + 1.0
-        self._pid = 0
+        #: The value of _forks when the pool was made (-1: not yet).
+        self._forks = -1
         self._schema_ready = False
         self._issued = 0
         # Whether the last call found the server gone (see _run). True at first: until the
@@ -222,7 +236,7 @@ class PostgreSQLTicketStore:
         # Create the table now, so a problem shows at start-up; a database that is down at
         # start-up is not fatal: the first call creates it once the database is back.
         try:
-            self._run(lambda conn: None)
+            self._run(lambda conn, cursor: None)
         except StoreError as exc:
             log.info("PostgreSQL ticket store not reachable at start-up (each call tries again): %s", exc)
 
@@ -255,12 +269,13 @@ class PostgreSQLTicketStore:
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        # The process's fork count, not os.getpid(): no system call on every call.
+        if pool is not None and self._forks == _forks:
             return pool
         from psycopg_pool import ConnectionPool
 
         with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
+            if self._pool is not None and self._forks == _forks:
                 return self._pool
             # A pool must not cross a fork (its worker threads stay behind in the parent):
             # a gunicorn worker forked after the store was built opens its own.
@@ -276,8 +291,9 @@ class PostgreSQLTicketStore:
                 open=False,
             )
             self._pool.open(wait=False)
+            self._held = _HeldConnections(self._pool, self._new_cursor)
             self._watchdog = Watchdog()
-            self._pid = os.getpid()
+            self._forks = _forks
             self._schema_ready = False
             return self._pool
 
@@ -303,15 +319,26 @@ class PostgreSQLTicketStore:
                 "the statement timeout is set per transaction"
             )
 
+    def _new_cursor(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+        """The cursor the store's statements run on, made once per connection (per taking
+        it from the pool): a new cursor per statement, as ``conn.execute`` makes, copies
+        the connection's adapters and costs a third of the statement's client CPU. Through
+        a pooler, a client-side cursor (see :meth:`_execute`)."""
+        return conn.cursor() if conn.prepare_threshold is not None else self._client_cursor(conn)
+
     def _execute(
-        self, conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None
+        self,
+        conn: psycopg.Connection[Any],
+        cursor: psycopg.Cursor[Any],
+        query: bytes,
+        params: tuple[Any, ...] | None = None,
     ) -> psycopg.Cursor[Any]:
-        """Run one statement; its cursor. Through a pooler (``prepare_threshold`` None, see
-        :meth:`_configure`), the statement timeout and the statement go as one simple query,
-        one implicit transaction: one round trip, nothing left on the server connection."""
+        """Run one statement on ``cursor`` (from :meth:`_new_cursor`); the cursor. Through a
+        pooler (``prepare_threshold`` None, see :meth:`_configure`), the statement timeout
+        and the statement go as one simple query, one implicit transaction: one round trip,
+        nothing left on the server connection."""
         if conn.prepare_threshold is not None:
-            return conn.execute(query, params)
-        cursor = self._client_cursor(conn)
+            return cursor.execute(query, params)
         cursor.execute(self._local_timeout_sql + b"; " + query, params)
         cursor.nextset()
         return cursor
@@ -338,7 +365,7 @@ class PostgreSQLTicketStore:
                 log.info("created the ticket table %s", self._qualified)
         self._schema_ready = True
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run(self, work: Work[T]) -> T:
         """Run ``work`` on a pooled connection; after a broken one, once more on a fresh one.
 
         A broken pooled connection means the server restarted or is gone: the pool is told
@@ -359,8 +386,16 @@ class PostgreSQLTicketStore:
         pool = self._get_pool()
         if self._lost and not pool.get_stats().get("pool_available"):
             return self._run_direct(work)
+        held = self._held
+        assert held is not None
         try:
-            result = self._attempt(pool.connection(), work, pooled=True)
+            conn, cursor, taken = held.take()
+            try:
+                result = self._attempt(conn, cursor, work, pooled=True)
+            except BaseException:
+                pool.putconn(conn)  # the pool looks at it: a broken or closed one is replaced
+                raise
+            held.keep(conn, cursor, taken)
         except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
@@ -389,7 +424,7 @@ class PostgreSQLTicketStore:
         stats = pool.get_stats()
         return stats.get("pool_size", 0) - stats.get("pool_available", 0) >= self.pool_max_size
 
-    def _run_direct(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run_direct(self, work: Work[T]) -> T:
         """Run ``work`` on a connection of its own (see :meth:`_run`)."""
         import psycopg
 
@@ -400,7 +435,7 @@ class PostgreSQLTicketStore:
             raise StoreError(f"postgresql: {_one_line(exc)}") from exc
         try:
             self._configure(conn)
-            return self._attempt(contextlib.nullcontext(conn), work, pooled=False)
+            return self._attempt(conn, self._new_cursor(conn), work, pooled=False)
         except Unanswered as exc:
             self._lost = True
             raise StoreError(f"postgresql: {exc}") from exc
@@ -409,38 +444,33 @@ class PostgreSQLTicketStore:
         finally:
             conn.close()
 
-    def _attempt(
-        self,
-        connection: contextlib.AbstractContextManager[psycopg.Connection[Any]],
-        work: Callable[[psycopg.Connection[Any]], T],
-        *,
-        pooled: bool,
-    ) -> T:
+    def _attempt(self, conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any], work: Work[T], *, pooled: bool) -> T:
         watchdog = self._watchdog
         assert watchdog is not None
-        guard: Guard | None = None
+        guard = watchdog.watch(conn.pgconn.socket, self._io_timeout)
         try:
-            with connection as conn, watchdog.guard(conn.pgconn.socket, self._io_timeout) as guard:
-                try:
-                    if not self._schema_ready:
-                        self._ensure_schema(conn)
-                    try:
-                        return work(conn)
-                    except self._undefined_table:
-                        # Dropped while we run (a restore, a cleanup script): made again,
-                        # under the advisory lock, and the call tried once more on it.
-                        log.warning("the ticket table %s was gone; creating it again", self._qualified)
-                        self._ensure_schema(conn)
-                        return work(conn)
-                except self._read_only as exc:
-                    if not pooled:
-                        raise
-                    conn.close()  # the pool discards a closed connection, and opens another
-                    raise _Stale from exc
+            if not self._schema_ready:
+                self._ensure_schema(conn)
+            try:
+                return work(conn, cursor)
+            except self._undefined_table:
+                # Dropped while we run (a restore, a cleanup script): made again, under
+                # the advisory lock, and the call tried once more on it.
+                log.warning("the ticket table %s was gone; creating it again", self._qualified)
+                self._ensure_schema(conn)
+                return work(conn, cursor)
+        except self._read_only as exc:
+            if not pooled:
+                raise
+            conn.close()  # the pool discards a closed connection, and opens another
+            raise _Stale from exc
         except self._operational as exc:
-            if guard is not None and guard.fired:
+            if guard.fired:
                 raise Unanswered(f"no answer within {self._io_timeout:g} s; connection dropped") from exc
             raise
+        finally:
+            # Before the connection goes back to the pool.
+            watchdog.release(guard)
 
     # -- the protocol -------------------------------------------------------------------
 
@@ -449,11 +479,11 @@ class PostgreSQLTicketStore:
         if not _storable(service_id):
             raise ValueError("a service ID stored in PostgreSQL cannot hold NUL or lone surrogates")
 
-        def insert(conn: psycopg.Connection[Any]) -> str:
+        def insert(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> str:
             while True:
                 ticket = new_ticket()
                 # ON CONFLICT: a 256-bit collision will not happen, but never overwrite.
-                if self._execute(conn, self._issue_sql, (ticket, service_id, float(ttl))).rowcount == 1:
+                if self._execute(conn, cursor, self._issue_sql, (ticket, service_id, float(ttl))).rowcount == 1:
                     return ticket
 
         ticket = self._run(insert)
@@ -466,25 +496,32 @@ class PostgreSQLTicketStore:
         if not (_storable(service_id) and _storable(ticket)):
             return False
         query = self._exists_sql
-        return self._run(lambda conn: self._execute(conn, query, (ticket, service_id)).fetchone() is not None)
+        return self._run(
+            lambda conn, cursor: self._execute(conn, cursor, query, (ticket, service_id)).fetchone() is not None
+        )
 
     def delete(self, service_id: str, ticket: str) -> bool:
-        if not (_storable(service_id) and _storable(ticket)):
+        # One check of both: a NUL or a lone surrogate in either is one in the two together.
+        if not _storable(service_id + ticket):
             return False
-        return self._run(lambda conn: self._execute(conn, self._delete_sql, (ticket, service_id)).rowcount == 1)
+        delete = self._delete_sql
+        return self._run(lambda conn, cursor: self._execute(conn, cursor, delete, (ticket, service_id)).rowcount == 1)
 
     def sweep(self) -> int:
         """Delete expired rows now; returns how many. ``issue`` does this now and then."""
-        return self._run(lambda conn: self._execute(conn, self._sweep_sql).rowcount)
+        return self._run(lambda conn, cursor: self._execute(conn, cursor, self._sweep_sql).rowcount)
 
     def ping(self) -> None:
-        self._run(lambda conn: self._execute(conn, b"SELECT 1").fetchone())
+        self._run(lambda conn, cursor: self._execute(conn, cursor, b"SELECT 1").fetchone())
 
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            held, self._held = self._held, None
             watchdog, self._watchdog = self._watchdog, None
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None and self._forks == _forks:
+            if held is not None:
+                held.give_back()  # the pool closes only the connections it has
             pool.close()
         if watchdog is not None:
             watchdog.stop()
@@ -501,7 +538,7 @@ class PostgreSQLTicketStore:
             raise ValueError("a replay key stored in PostgreSQL cannot hold NUL or lone surrogates")
         replay = f'"{self.schema}"."{self.table}_replay"' if self.schema else f'"{self.table}_replay"'
 
-        def insert(conn: psycopg.Connection[Any]) -> bool:
+        def insert(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> bool:
             if not self.__dict__.get("_replay_ready"):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ciba_middleware:{replay}",))
@@ -520,6 +557,95 @@ class PostgreSQLTicketStore:
             return bool(counted == 1)
 
         return self._run(insert)
+
+
+class _HeldConnections:
+    """Pooled connections kept out of the pool between calls, each for at most :data:`HOLD` s.
+
+    ``getconn`` and ``putconn`` cost psycopg_pool's lock, its checks, three log calls and
+    its bookkeeping on the way out and in (measured in docs/performance.md: 28,000 client
+    instructions per delete, more than all of the store's own code). A call instead
+    pops a connection it used before from a deque and appends it back (both atomic, so
+    threads need no lock of ours), with the cursor made for it when it was taken from the
+    pool (:meth:`PostgreSQLTicketStore._new_cursor`).
+
+    The pool still sees every connection at least once a second while calls come: one
+    taken from it longer ago than :data:`HOLD` goes back (``putconn``: the pool's reset,
+    ``max_lifetime``, ``max_idle``) and the call gets one from ``getconn``; each call also
+    returns the oldest held connection if it is past that age, so those left over from a
+    burst of concurrent calls go back too. A call that fails gives its connection back at
+    once, for the pool to check or replace. While held, a connection counts in the pool's
+    statistics as one in use, which it is between two calls.
+    """
+
+    __slots__ = ("free", "new_cursor", "pool")
+
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        new_cursor: Callable[[psycopg.Connection[Any]], psycopg.Cursor[Any]],
+    ) -> None:
+        self.pool = pool
+        self.new_cursor = new_cursor
+        self.free: collections.deque[Held] = collections.deque()
+
+    def take(self) -> Held:
+        """A connection, its cursor, and when it was taken from the pool."""
+        now = time.monotonic()
+        free = self.free
+        try:
+            if now - free[0][2] > HOLD:
+                self.pool.putconn(free.popleft()[0])
+        except IndexError:  # empty, or emptied by another thread meanwhile
+            pass
+        try:
+            held = free.pop()
+        except IndexError:
+            return self._from_pool(now)
+        if now - held[2] > HOLD:
+            self.pool.putconn(held[0])
+            return self._from_pool(now)
+        return held
+
+    def _from_pool(self, now: float) -> Held:
+        conn = self.pool.getconn()
+        try:
+            return conn, self.new_cursor(conn), now
+        except BaseException:
+            self.pool.putconn(conn)
+            raise
+
+    def keep(self, conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any], taken: float) -> None:
+        self.free.append((conn, cursor, taken))
+
+    def give_back(self) -> None:
+        while True:
+            try:
+                conn = self.free.pop()[0]
+            except IndexError:
+                return
+            self.pool.putconn(conn)
+
+
+if TYPE_CHECKING:
+    #: A held connection, its cursor, and when it was taken from the pool.
+    Held = tuple[psycopg.Connection[Any], psycopg.Cursor[Any], float]
+
+#: Seconds a connection stays out of the pool between calls before it goes back to it.
+HOLD = 1.0
+
+#: How many times this process was forked from the one that imported the module: a pool
+#: made under another count belongs to a parent (its threads stayed there).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
 
 
 class _Stale(Exception):

@@ -6,6 +6,12 @@ the key, so no choice of service IDs or tickets (``:`` included) can make two se
 share a key. Delete is one Lua script, run with ``EVALSHA`` in one round trip: it deletes
 the key only when its value is the caller's service, atomically on the server.
 
+On a plain Redis or Sentinel client (not Cluster), the store's commands skip redis-py's
+command layers: a delete sends a pre-packed ``EVALSHA`` on a connection the store keeps
+out of redis-py's pool between commands, through the connection's own
+``send_packed_command`` and ``read_response`` (timeouts, health checks, reconnection and
+``Retry`` as redis-py does them). See :class:`_HeldConnections` for why and what it keeps.
+
 URL forms (all through redis-py; ``pip install "ciba-middleware[redis]"``):
 
 =====================================================  ==================================
@@ -37,9 +43,11 @@ a :class:`~ciba_middleware.errors.ConfigurationError` at start-up.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -157,9 +165,11 @@ class RedisTicketStore:
         self._prefix = key_prefix.encode("utf-8")
         self._connect = connect
         self._lock = threading.Lock()
-        # Both None until the client exists; the calls check the one they use, once.
+        # None until the client exists; the calls check the one they use, once.
         self._client: Client | None = None
         self._delete_script: Script | None = None
+        #: The delete's own path (see _HeldConnections); None where redis-py's is taken.
+        self._held: _HeldConnections | None = None
         self._also_close: list[Any] = []
         #: When the last attempt to make the client failed, and its message.
         self._failure: tuple[float, str] | None = None
@@ -168,6 +178,7 @@ class RedisTicketStore:
 
     def _adopt(self, client: Client) -> None:
         self._delete_script = client.register_script(_DELETE_SCRIPT)
+        self._held = _HeldConnections.for_client(client, self._delete_script)
         self._client = client
 
     def _connected(self) -> tuple[Client, Script]:
@@ -233,49 +244,72 @@ class RedisTicketStore:
     def _key(self, ticket: str) -> bytes:
         return self._prefix + ticket.encode("utf-8", "surrogatepass")
 
+    def _paths(self) -> tuple[Client, _HeldConnections | None]:
+        """The client, made now if it is not yet, and the held connections when it has them."""
+        client = self._client if self._client is not None else self._connected()[0]
+        return client, self._held
+
     def issue(self, service_id: str, ttl: float | None = None) -> str:
         ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
         milliseconds = max(1, math.ceil(ttl * 1000))
         service = _encode(service_id)
         try:
-            client = self._client if self._client is not None else self._connected()[0]
+            client, held = self._paths()
             while True:
                 ticket = new_ticket()
                 # NX: a 256-bit collision will not happen, but never overwrite if it does.
-                if client.set(self._key(ticket), service, nx=True, px=milliseconds):
+                if held is not None:
+                    issued = held.command(b"SET", self._key(ticket), service, b"NX", b"PX", b"%d" % milliseconds)
+                else:
+                    issued = client.set(self._key(ticket), service, nx=True, px=milliseconds)
+                if issued:
                     return ticket
         except self._errors as exc:
             raise _store_error(exc) from exc
 
     def exists(self, service_id: str, ticket: str) -> bool:
         try:
-            client = self._client if self._client is not None else self._connected()[0]
-            value = client.get(self._key(ticket))
+            client, held = self._paths()
+            value = held.command(b"GET", self._key(ticket)) if held is not None else client.get(self._key(ticket))
         except self._errors as exc:
             raise _store_error(exc) from exc
         return value is not None and value == _encode(service_id)
 
     def delete(self, service_id: str, ticket: str) -> bool:
+        # The hot path: no _paths() call, the key made inline.
+        key = self._prefix + ticket.encode("utf-8", "surrogatepass")
+        service = service_id.encode("utf-8", "surrogatepass")
         try:
-            script = self._delete_script if self._delete_script is not None else self._connected()[1]
-            deleted = script(keys=[self._key(ticket)], args=[_encode(service_id)])
+            if self._client is None:
+                self._connected()
+            held = self._held
+            if held is not None:
+                deleted = held.evalsha(key, service)
+            else:
+                assert self._delete_script is not None
+                deleted = self._delete_script(keys=[key], args=[service])
         except self._errors as exc:
             raise _store_error(exc) from exc
         return bool(deleted == 1)
 
     def ping(self) -> None:
         try:
-            client = self._client if self._client is not None else self._connected()[0]
-            client.ping()
+            client, held = self._paths()
+            if held is not None:
+                held.command(b"PING")
+            else:
+                client.ping()
         except self._errors as exc:
             raise _store_error(exc) from exc
 
     def close(self) -> None:
         with self._lock:
-            client = self._client
+            client, held = self._client, self._held
             if self._connect is not None:
                 # Made here: made afresh if the store is used after all.
-                self._client = self._delete_script = None
+                self._client = self._delete_script = self._held = None
+        if held is not None:
+            held.give_back()
         if client is not None:
             _close(client)
         for other in self._also_close:
@@ -287,11 +321,220 @@ class RedisTicketStore:
         The key holds ``:``, which no ticket does, so a claim never meets a ticket's key.
         """
         milliseconds = max(1, math.ceil(checked_ttl(ttl) * 1000))
+        replay_key = self._key(f"replay:{key}")
         try:
-            client = self._client if self._client is not None else self._connected()[0]
-            return bool(client.set(self._key(f"replay:{key}"), b"1", nx=True, px=milliseconds))
+            client, held = self._paths()
+            if held is not None:
+                return held.command(b"SET", replay_key, b"1", b"NX", b"PX", b"%d" % milliseconds) is not None
+            return bool(client.set(replay_key, b"1", nx=True, px=milliseconds))
         except self._errors as exc:
             raise _store_error(exc) from exc
+
+
+class _HeldConnections:
+    """The store's path on a plain Redis or Sentinel client: each command on a connection
+    kept out of redis-py's pool between commands; the delete one pre-packed ``EVALSHA``.
+
+    ``client.evalsha`` costs several times the CPU of the round trip itself (measured in
+    docs/performance.md): for every command, redis-py's pool takes a lock, checks the
+    process ID twice, polls the socket for unread data (a system call) and records metrics
+    on the way out and in, and the client packs the command, wraps it in a retry closure
+    and looks up a reply callback. Here a delete pops a connection from a list (``pop`` and
+    ``append`` are atomic, so threads need no lock of ours), sends the command packed but
+    for its key and service, reads the integer reply, and appends the connection back.
+    Every other command of the store goes the same way, so that the store needs no more
+    connections than it has calls at once, as before.
+
+    What redis-py does on a connection is kept, because it is redis-py's own
+    ``send_packed_command`` and ``read_response`` that run: the socket and connect
+    timeouts, ``health_check_interval``, reconnecting a connection that was dropped, and
+    the connection's ``Retry``, which takes over after a failed first attempt exactly as it
+    would have in ``execute_command``. What the pool did differently:
+
+    - An idle connection that the server closed (a restart, its ``timeout``) is found when
+      the delete fails on it, not by the pool's poll beforehand: the ``Retry`` (one more
+      try by default, ``retries=1``) makes it again and the call succeeds; with
+      ``retries=0`` that one call fails.
+    - A connection that fails is disconnected and given back to the pool, so the next
+      delete takes one through the pool's checks (and a Sentinel pool's master lookup).
+      One that the pool would no longer take (a Sentinel pool's, after a failover) goes
+      back to it to be closed.
+    - A forked child forgets the connections of its parent (``os.register_at_fork``) and
+      takes its own from the pool, which resets itself in a new process.
+    - The connections held count towards the pool's ``max_connections``, as those in use;
+      ``close`` gives them back. To RESP3 maintenance notifications they are connections
+      in use: one marked for reconnection goes back to the pool, which reconnects it.
+
+    Pools with more to do when a connection comes back (client-side caching, streaming
+    credentials that re-authenticate), other pool classes and single-connection clients
+    take redis-py's path (:meth:`for_client`).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "free",
+        "get",
+        "load",
+        "no_script",
+        "owns",
+        "pool",
+        "prefix",
+        "reconnects",
+        "response_error",
+    )
+
+    def __init__(self, pool: Any, script: Script, *, owns: Callable[[Any], bool] | None, reconnects: bool) -> None:
+        import inspect
+
+        from redis.exceptions import NoScriptError, ResponseError
+
+        self.free: list[Any] = []
+        self.pool = pool
+        #: Whether the pool still takes a connection (None: always), and whether
+        #: maintenance notifications may have marked one for reconnection.
+        self.owns = owns
+        self.reconnects = reconnects
+        # redis-py before 5.3 wants a command name here, later ones warn when given one.
+        name = inspect.signature(pool.get_connection).parameters.get("command_name")
+        needs_name = name is not None and name.default is inspect.Parameter.empty
+        self.get: Callable[[], Any] = (lambda: pool.get_connection("EVALSHA")) if needs_name else pool.get_connection
+        sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
+        body = script.script.encode() if isinstance(script.script, str) else bytes(script.script)
+        # EVALSHA sha 1 key service: all but the key and the service packed once.
+        self.prefix = b"*5\r\n" + _bulk(b"EVALSHA", sha, b"1")
+        self.load = _pack(b"SCRIPT", b"LOAD", body)
+        self.response_error = ResponseError
+        self.no_script = NoScriptError
+        _HELD.add(self)
+
+    @classmethod
+    def for_client(cls, client: Client, script: Script) -> _HeldConnections | None:
+        """The path for ``client``, or None where redis-py's own is needed (see the class doc)."""
+        import redis
+        from redis.sentinel import SentinelConnectionPool
+
+        if type(client) is not redis.Redis or client.connection is not None:
+            return None
+        pool = client.connection_pool
+        if type(pool) not in (redis.ConnectionPool, SentinelConnectionPool):
+            return None
+        # (cache and maint_notifications_enabled: from later redis-py versions than 5.0.)
+        if getattr(pool, "cache", None) is not None or pool.connection_kwargs.get("credential_provider") is not None:
+            return None
+        maintained = getattr(pool, "maint_notifications_enabled", None)
+        reconnects = maintained is not None and bool(maintained())
+        # After a failover, a Sentinel pool no longer owns the connections to the former master.
+        owns = pool.owns_connection if type(pool) is SentinelConnectionPool else None
+        return cls(pool, script, owns=owns, reconnects=reconnects)
+
+    def evalsha(self, key: bytes, service: bytes) -> Any:
+        """The script's reply for ``key`` and ``service``: one round trip."""
+        # The two bulk strings of _bulk(key, service), without its generator.
+        return self.run(self.prefix + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(service), service))
+
+    def command(self, *parts: bytes) -> Any:
+        """The reply to one command, as the server sent it: bytes (never decoded), an
+        integer, None for a nil."""
+        return self.run(_pack(*parts))
+
+    def run(self, packed: bytes) -> Any:
+        """Send one packed command on a held connection and read its reply."""
+        try:
+            conn = self.free.pop()
+        except IndexError:
+            conn = self.get()
+        try:
+            try:
+                reply = self._exchange(conn, packed)
+            except self.no_script:
+                # The server lost its scripts (a restart, SCRIPT FLUSH): load ours and run
+                # it again, as redis-py's Script does.
+                self._exchange(conn, self.load)
+                reply = self._exchange(conn, packed)
+        except self.response_error:
+            self._keep(conn)  # an error reply, read whole: the connection is fine
+            raise
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._keep(conn)
+        return reply
+
+    def _exchange(self, conn: Any, packed: bytes) -> Any:
+        try:
+            conn.send_packed_command((packed,))
+            return conn.read_response(disable_decoding=True)
+        except self.response_error:
+            raise
+        except Exception as error:
+            # The connection's Retry decides, as if it had made this first attempt itself.
+            return conn.retry.call_with_retry(_Again(conn, packed, error), lambda _error: conn.disconnect())
+
+    def _keep(self, conn: Any) -> None:
+        if (self.owns is None or self.owns(conn)) and not (self.reconnects and conn.should_reconnect()):
+            self.free.append(conn)
+        else:
+            self.pool.release(conn)  # which closes or reconnects it
+
+    def _drop(self, conn: Any) -> None:
+        conn.disconnect()
+        self.pool.release(conn)
+
+    def give_back(self) -> None:
+        """Hand every held connection back to the pool (the store is closing)."""
+        while True:
+            try:
+                conn = self.free.pop()
+            except IndexError:
+                return
+            self.pool.release(conn)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's connections are not ours to use, nor to close."""
+        self.free.clear()
+
+
+class _Again:
+    """A retried command: raises the first attempt's error once (the Retry counts it and
+    disconnects), then connects again as the pool would (a Sentinel connection asks the
+    Sentinels for the master, which may have changed) and sends the command again."""
+
+    __slots__ = ("conn", "error", "packed")
+
+    def __init__(self, conn: Any, packed: bytes, error: Exception) -> None:
+        self.conn, self.packed = conn, packed
+        self.error: Exception | None = error
+
+    def __call__(self) -> Any:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        self.conn.connect()
+        self.conn.send_packed_command((self.packed,))
+        return self.conn.read_response(disable_decoding=True)
+
+
+def _pack(*parts: bytes) -> bytes:
+    """A command in RESP, as redis-py packs it: an array (``*count``) of bulk strings."""
+    return b"*%d\r\n" % len(parts) + _bulk(*parts)
+
+
+def _bulk(*parts: bytes) -> bytes:
+    """RESP bulk strings: each ``$length``, CRLF, the bytes, CRLF."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+#: Every _HeldConnections of this process, forgotten in a forked child.
+_HELD: weakref.WeakSet[_HeldConnections] = weakref.WeakSet()
+
+
+def _forget_held() -> None:
+    for held in list(_HELD):
+        held.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held)
 
 
 class _Target(NamedTuple):

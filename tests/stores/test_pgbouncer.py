@@ -199,11 +199,13 @@ def test_a_direct_connection_keeps_prepared_statements(postgres_url: str, table:
     ticket = store.issue("42", ttl=60)
     for _ in range(6):
         store.exists("42", ticket)
-    pool = store._get_pool()  # type: ignore[attr-defined]
-    conn: psycopg.Connection[object]
-    with pool.connection() as conn:
+
+    # On the store's one connection (which it holds between calls, out of the pool).
+    def look(conn: psycopg.Connection[object], cursor: object) -> tuple[object, object]:
         prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
-        timeout = conn.execute("SHOW statement_timeout").fetchone()
-    assert prepared is not None
+        return prepared, conn.execute("SHOW statement_timeout").fetchone()
+
+    prepared, timeout = store._run(look)  # type: ignore[attr-defined]
+    assert isinstance(prepared, tuple)
     assert prepared[0] >= 1
     assert timeout == ("750ms",)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -143,6 +144,85 @@ def test_redis_delete_is_one_script_call(private_redis: PrivateRedis, open_store
         assert calls == {"cmdstat_evalsha": 2, "cmdstat_get": 2, "cmdstat_del": 1, "cmdstat_config|resetstat": 1}
     finally:
         raw.close()
+
+
+def test_redis_a_flushed_script_or_a_killed_connection_fails_no_delete(
+    private_redis: PrivateRedis, open_store: OpenStore
+) -> None:
+    import redis
+
+    store = open_store(private_redis.url)
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        tickets = [store.issue("42", ttl=30) for _ in range(3)]
+        assert store.delete("42", tickets[0]) is True
+        raw.script_flush()
+        # NOSCRIPT: the script is loaded again and run again, within the call.
+        assert store.delete("42", tickets[1]) is True
+        # The connection the store holds between calls is closed by the server: the
+        # call's one more try (retries=1) makes a fresh one.
+        raw.client_kill_filter(_type="normal", skipme=True)
+        assert store.delete("42", tickets[2]) is True
+    finally:
+        raw.close()
+
+
+def test_redis_without_retries_a_killed_connection_fails_one_call_only(
+    private_redis: PrivateRedis, open_store: OpenStore
+) -> None:
+    import redis
+
+    store = open_store(f"{private_redis.url}?retries=0")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        tickets = [store.issue("42", ttl=30) for _ in range(2)]
+        assert store.delete("42", tickets[0]) is True
+        raw.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(StoreError, match="redis: "):
+            store.delete("42", tickets[1])
+        # The server never got that delete; the next call takes a fresh connection.
+        assert store.delete("42", tickets[1]) is True
+    finally:
+        raw.close()
+
+
+def test_redis_a_forked_child_uses_connections_of_its_own(redis_url: str, open_store: OpenStore) -> None:
+    """As a gunicorn worker forked after the store was used: replies must never cross."""
+    store = open_store(f"{redis_url}?key_prefix={unique_name()}:")
+    tickets = [store.issue("42", ttl=30) for _ in range(301)]
+    assert store.delete("42", tickets[0]) is True  # the parent holds a connection now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 3
+        try:
+            # Another service's deletes: 0 from the server, where the parent's get 1.
+            code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
+        finally:
+            os._exit(code)
+    parent = [store.delete("42", ticket) for ticket in tickets[1:]]
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(parent)
+
+
+def test_redis_a_store_of_ones_own_client_needs_one_connection_and_gives_it_back(redis_url: str) -> None:
+    import redis
+
+    from ciba_middleware.stores.redis import RedisTicketStore
+
+    client = redis.Redis.from_url(redis_url, max_connections=1)
+    store = RedisTicketStore(client, key_prefix=f"{unique_name()}:")
+    # Every command of the store runs on the connection it holds between calls.
+    ticket = store.issue("42", ttl=30)
+    store.ping()
+    assert store.exists("42", ticket)
+    assert store.claim("jti-1", 30) is True
+    assert store.claim("jti-1", 30) is False
+    assert store.delete("42", ticket) is True
+    store.close()
+    # The connection is the pool's again.
+    assert client.ping() is True
+    client.close()
 
 
 def test_redis_cluster_is_built_from_its_url_and_closes_every_socket(
@@ -313,6 +393,88 @@ def test_a_frozen_server_gives_a_store_error_in_bounded_time(
             assert time.monotonic() - back < RECOVERY[kind]
             time.sleep(0.1)
     assert store.delete("42", fresh) is True
+
+
+def test_postgres_a_forked_child_uses_connections_of_its_own(postgres_url: str, open_store: OpenStore) -> None:
+    """As a gunicorn worker forked after the store was used: the parent's connection, which
+    the store holds between calls, must never carry the child's statements."""
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}")
+        tickets = [store.issue("42", ttl=30) for _ in range(101)]
+        assert store.delete("42", tickets[0]) is True
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 3
+            try:
+                # Another service's deletes: no row, where the parent's find theirs.
+                code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
+            finally:
+                os._exit(code)
+        parent = [store.delete("42", ticket) for ticket in tickets[1:]]
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert all(parent)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
+def test_postgres_connections_held_between_calls_go_back_to_the_pool(
+    postgres_url: str, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from ciba_middleware.stores import postgresql
+
+    monkeypatch.setattr(postgresql, "HOLD", 0.2)
+    table = unique_name()
+    try:
+        store = open_store(f"{postgres_url}?table={table}&pool_min_size=2&pool_max_size=2")
+        pool = store._get_pool()  # type: ignore[attr-defined]
+        # Two calls at once: each holds a connection afterwards, none is in the pool.
+        barrier = threading.Barrier(2)
+
+        def both(conn: object, cursor: object) -> None:
+            barrier.wait(timeout=5)
+
+        threads = [threading.Thread(target=store._run, args=(both,)) for _ in range(2)]  # type: ignore[attr-defined]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pool.get_stats().get("pool_available", 0) == 0
+        # Calls one at a time use one of them; the other goes back once past HOLD.
+        deadline = time.monotonic() + 5
+        while pool.get_stats().get("pool_available", 0) < 1:
+            assert time.monotonic() < deadline
+            store.ping()
+            time.sleep(0.05)
+    finally:
+        drop_postgres_table(postgres_url, table)
+
+
+def test_postgres_close_closes_the_connections_held_between_calls(postgres_url: str) -> None:
+    import psycopg
+
+    table, name = unique_name(), unique_name("ciba held")
+    store = store_from_url(f"{postgres_url}?table={table}&application_name={name.replace(' ', '%20')}")
+    try:
+        ticket = store.issue("42", ttl=30)
+        assert store.delete("42", ticket) is True
+        store.close()
+        with psycopg.connect(postgres_url) as conn:
+            deadline = time.monotonic() + 5
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+                ).fetchone()
+                assert row is not None
+                if row[0] == 0:
+                    break
+                assert time.monotonic() < deadline, f"{row[0]} connections left open"
+                time.sleep(0.05)
+    finally:
+        drop_postgres_table(postgres_url, table)
 
 
 def test_postgres_passes_libpq_options_through(postgres_url: str, open_store: OpenStore) -> None:
