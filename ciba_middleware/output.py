@@ -44,6 +44,8 @@ DEFAULT_DELAY: Final = 0.02
 #: The longest wait a handler accepts.
 MAX_DELAY: Final = 1.0
 
+# The most lines a handler holds; beyond, the line's own caller writes them.
+_MAX_WAITING = 10_000
 # The most bytes one write() may carry and stay whole beside other writers' lines.
 _PIPE_CHUNK = select.PIPE_BUF
 _FILE_CHUNK = 65536
@@ -64,7 +66,8 @@ class LineHandler(logging.Handler):
     and, by default, runs no thread between requests) every line is written at once.
     :meth:`flush` writes what waits now; so does the end of the process, and
     :func:`logging.shutdown`. A process killed outright (``SIGKILL``) loses the lines of
-    its last ``delay`` seconds.
+    its last ``delay`` seconds. At most 10,000 lines wait: beyond, :meth:`write` writes them
+    itself.
 
     The audit log calls :meth:`write` directly when this handler is the only one a record
     would reach, skipping the ``LogRecord``.
@@ -108,6 +111,11 @@ class LineHandler(logging.Handler):
             and _writer.running()
         ):
             self._pending.append(line)
+            if len(self._pending) >= _MAX_WAITING:
+                # The thread is not keeping up (a stalled disk, a starved thread): this
+                # thread writes, rather than hold lines without bound.
+                self.flush()
+                return
             if not self._armed:
                 self._armed = True
                 _writer.call(self)
@@ -266,16 +274,22 @@ class _Writer:
     def _run(self) -> None:
         called = self._called
         wake = self._wake
-        while True:
-            wake.wait()
-            wake.clear()
-            if not called:
-                continue
-            wait = self._last + called[0].delay - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._take(called)
-            self._last = time.monotonic()
+        try:
+            while True:
+                wake.wait()
+                wake.clear()
+                if not called:
+                    continue
+                wait = self._last + called[0].delay - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self._take(called)
+                self._last = time.monotonic()
+        finally:
+            # Whatever ended the thread, the next line starts another, and asks it anew.
+            self._thread = None
+            for handler in list(_HANDLERS):
+                handler._armed = False
 
     @staticmethod
     def _take(called: deque[LineHandler]) -> None:

@@ -222,3 +222,31 @@ def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path)
 def test_a_delay_out_of_bounds_is_refused(tmp_path: Path, delay: float) -> None:
     with pytest.raises(ValueError, match="delay must be between 0 and 1 seconds"):
         LineHandler(str(tmp_path / "out"), delay=delay)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_ends_is_replaced_by_the_next_line(tmp_path: Path) -> None:
+    class Fatal(LineHandler):
+        def flush(self) -> None:
+            raise SystemExit("the thread ends")  # what no `except Exception` stops
+
+    fatal = Fatal(str(tmp_path / "fatal"), delay=0.01)
+    fatal.write("ends the thread")
+    deadline = time.monotonic() + 5
+    while fatal._armed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0.01)
+    handler.write("after")
+    assert _wait_for(path, 1) == ["after"]
+    handler.close()
+    fatal._pending.clear()
+
+
+def test_lines_never_wait_without_bound(tmp_path: Path) -> None:
+    handler = LineHandler(str(tmp_path / "out"), delay=1.0)
+    for n in range(25_000):
+        handler.write(str(n))
+        assert len(handler._pending) < 10_000
+    handler.close()
+    assert len((tmp_path / "out").read_text().splitlines()) == 25_000
