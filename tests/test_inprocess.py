@@ -160,3 +160,47 @@ def test_a_403_event_names_who_tried(events: list[FailEvent], middleware: Backch
     assert event.principal is not None
     assert event.principal.id == "42"
     assert event.service_id == SERVICE
+
+
+def test_an_http_event_has_every_field_in_its_place(
+    events: list[FailEvent], middleware: BackchannelFailMiddleware
+) -> None:
+    import webtest
+    from conftest import SERVICE_TOKEN
+
+    from ciba_middleware.stores.base import ticket_hash
+
+    ticket = middleware.store.issue(SERVICE)
+    webtest.TestApp(middleware).post_json(
+        f"/api/{SERVICE}/backchannel/authentication/fail",
+        {"ticket": ticket, "reason": "ACCESS_DENIED"},
+        headers={"Authorization": f"Bearer {SERVICE_TOKEN}", "Request-Id": "req-7", "traceparent": "tp"},
+        extra_environ={"REMOTE_ADDR": "192.0.2.7"},
+    )
+    (event,) = events
+    # Built positionally for speed: every field must be where its name says.
+    assert len(event) == len(FailEvent._fields)
+    fields = event._asdict()
+    principal, duration, store_duration = fields.pop("principal"), fields.pop("duration"), fields.pop("store_duration")
+    assert principal is not None
+    assert principal.id == SERVICE
+    assert 0 < store_duration < duration
+    assert fields == {
+        "via": "http",
+        "route": "v3",
+        "service_id": SERVICE,
+        "status": 200,
+        "result_code": "A185001",
+        "reason": "ACCESS_DENIED",
+        "action": "FORBIDDEN",
+        "ticket_hash": ticket_hash(ticket),
+        "deleted": True,
+        "auth_failure": None,
+        "store_error": False,
+        "client_addr": "192.0.2.7",
+        "request_id": "req-7",
+        "method": "POST",
+        "traceparent": "tp",
+        "trace_id": None,
+        "span_id": None,
+    }
