@@ -218,6 +218,9 @@ def checks(settings: Any, monkeypatch: pytest.MonkeyPatch, **env: str) -> list[t
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "MAX_BODY_BYTES": "lots"}, {}, [("ciba_middleware.E001",
                      "CIBA_MIDDLEWARE[\"MAX_BODY_BYTES\"] must be a whole number of bytes from 1 to 1048576, "
                      "not 'lots'")], id="bad-number"),
+        pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "AUDIT_FLUSH": 5}, {}, [("ciba_middleware.E001",
+                     "CIBA_MIDDLEWARE[\"AUDIT_FLUSH\"] must be a number of seconds from 0 to 1, not 5")],
+                     id="bad-flush"),
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "STORE_URL": "mysql://x"}, {}, [("ciba_middleware.E001",
                      'CIBA_MIDDLEWARE["STORE_URL"]: unknown ticket store URL scheme mysql://')], id="bad-store"),
         pytest.param({"TOKENS": GRANTS, "SERVICE_ID": SERVICE, "SERVER_ERROR_STATUS": 200}, {},

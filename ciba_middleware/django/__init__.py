@@ -78,6 +78,7 @@ KEYS = (
     "MAX_BODY_BYTES",
     "TICKET_TTL",
     "AUDIT_LOG",
+    "AUDIT_FLUSH",
     "SERVICE_ID",
     "SERVER_ERROR_STATUS",
 )
