@@ -307,25 +307,22 @@ class SQLiteTicketStore:
         Every statement is its own transaction (autocommit): one that found the database
         locked changed nothing, and running it again is safe.
         """
-        try:
-            return on.execute(sql, params)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                raise
-            locked = exc
-        deadline = time.monotonic() + self.timeout
+        deadline: float | None = None
         delays = iter(_BACKOFF)
-        while (left := deadline - time.monotonic()) > 0:
-            delay = next(delays, _BACKOFF[-1])
-            if delay:
-                time.sleep(min(delay, left))
+        while True:
             try:
                 return on.execute(sql, params)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
-                locked = exc
-        raise locked
+                if deadline is None:  # the first try: the timeout counts from here
+                    deadline = time.monotonic() + self.timeout
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                delay = next(delays, _BACKOFF[-1])
+                if delay:
+                    time.sleep(min(delay, left))
 
     def issue(self, service_id: str, ttl: float | None = None) -> str:
         ttl = self.default_ttl if ttl is None else checked_ttl(ttl)
