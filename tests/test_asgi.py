@@ -27,6 +27,7 @@ from _dpop import BOUND_TOKEN, RSA, proof
 from _dpop import grants as dpop_grants
 from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer
 from test_passthrough import PASSED_THROUGH
+from test_request_id import REQUEST_ID_CASES
 
 from ciba_middleware import BackchannelFail, ConfigurationError, FailEvent, StaticTokenVerifier, StoreError
 from ciba_middleware.asgi import BackchannelFailMiddleware, from_env, not_found_app
@@ -306,19 +307,7 @@ def test_each_answer_has_a_header_list_of_its_own() -> None:
     assert first[0]["headers"][:-2] == second[0]["headers"][:-1]  # all but the Request-Id (and the addition)
 
 
-@pytest.mark.parametrize(
-    ("sent", "expected"),
-    [
-        ({"Request-Id": "abc-123"}, "abc-123"),
-        ({"X-Request-Id": "x.1:2_3"}, "x.1:2_3"),
-        ({"Request-Id": "mine", "X-Request-Id": "proxy"}, "mine"),
-        ({"Request-Id": "has space", "X-Request-Id": "proxy"}, "proxy"),
-        ({"Request-Id": "has space"}, None),
-        ({"X-Request-Id": "caf\u00e9"}, None),
-        ({"Request-Id": "", "X-Request-Id": ""}, None),
-        ({}, None),
-    ],
-)
+@pytest.mark.parametrize(("sent", "expected"), REQUEST_ID_CASES)
 def test_which_request_id_an_answer_carries(sent: dict[str, str], expected: str | None) -> None:
     """As over WSGI (test_request_id.py): the caller's Request-Id, else its X-Request-Id, else a new one."""
     events: list[FailEvent] = []

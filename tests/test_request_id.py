@@ -28,20 +28,23 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(f"{SERVICE}:{API_SECRET}".
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
 
-@pytest.mark.parametrize(
-    ("sent", "expected"),
-    [
-        ({"Request-Id": "abc-123"}, "abc-123"),
-        ({"X-Request-Id": "x.1:2_3"}, "x.1:2_3"),
-        ({"Request-Id": "mine", "X-Request-Id": "proxy"}, "mine"),
-        ({"Request-Id": "has space", "X-Request-Id": "proxy"}, "proxy"),
-        ({"Request-Id": "a" * 128}, "a" * 128),
-        ({"Request-Id": "a" * 129}, None),
-        ({"Request-Id": "caf\u00e9"}, None),
-        ({"Request-Id": "", "X-Request-Id": ""}, None),
-        ({}, None),
-    ],
-)
+#: (headers sent, Request-Id answered; None: a new one), for every adapter (test_asgi.py too).
+REQUEST_ID_CASES = [
+    ({"Request-Id": "abc-123"}, "abc-123"),
+    ({"X-Request-Id": "x.1:2_3"}, "x.1:2_3"),
+    ({"Request-Id": "mine", "X-Request-Id": "proxy"}, "mine"),
+    ({"Request-Id": "has space", "X-Request-Id": "proxy"}, "proxy"),
+    ({"Request-Id": "has space"}, None),
+    ({"Request-Id": "a" * 128}, "a" * 128),
+    ({"Request-Id": "a" * 129}, None),
+    ({"Request-Id": "caf\u00e9"}, None),
+    ({"X-Request-Id": "caf\u00e9"}, None),
+    ({"Request-Id": "", "X-Request-Id": ""}, None),
+    ({}, None),
+]
+
+
+@pytest.mark.parametrize(("sent", "expected"), REQUEST_ID_CASES)
 def test_which_id_an_answer_carries(sent: dict[str, str], expected: str | None) -> None:
     events: list[FailEvent] = []
     app = webtest.TestApp(

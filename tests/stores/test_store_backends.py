@@ -191,18 +191,7 @@ def test_redis_a_forked_child_uses_connections_of_its_own(redis_url: str, open_s
     store = open_store(f"{redis_url}?key_prefix={unique_name()}:")
     tickets = [store.issue("42", ttl=30) for _ in range(301)]
     assert store.delete("42", tickets[0]) is True  # the parent holds a connection now
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its exit code
-        code = 3
-        try:
-            # Another service's deletes: 0 from the server, where the parent's get 1.
-            code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
-        finally:
-            os._exit(code)
-    parent = [store.delete("42", ticket) for ticket in tickets[1:]]
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert all(parent)
+    _replies_never_cross_a_fork(store, tickets[1:])
 
 
 def test_redis_a_store_of_ones_own_client_needs_one_connection_and_gives_it_back(redis_url: str) -> None:
@@ -403,18 +392,7 @@ def test_postgres_a_forked_child_uses_connections_of_its_own(postgres_url: str, 
         store = open_store(f"{postgres_url}?table={table}")
         tickets = [store.issue("42", ttl=30) for _ in range(101)]
         assert store.delete("42", tickets[0]) is True
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through its exit code
-            code = 3
-            try:
-                # Another service's deletes: no row, where the parent's find theirs.
-                code = 0 if not any(store.delete("43", ticket) for ticket in tickets[1:]) else 2
-            finally:
-                os._exit(code)
-        parent = [store.delete("42", ticket) for ticket in tickets[1:]]
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert all(parent)
+        _replies_never_cross_a_fork(store, tickets[1:])
     finally:
         drop_postgres_table(postgres_url, table)
 
@@ -528,3 +506,19 @@ def test_the_redis_store_translates_exactly_the_schemes_it_is_given() -> None:
     from ciba_middleware.stores.redis import _CLIENT_SCHEMES, RedisTicketStore
 
     assert set(_CLIENT_SCHEMES) == set(schemes_of(RedisTicketStore))
+
+
+def _replies_never_cross_a_fork(store: Any, tickets: list[str]) -> None:
+    """Parent and forked child delete at once, the child for another service: the child
+    finds nothing and the parent everything, so no reply went to the other process."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 3
+        try:
+            code = 0 if not any(store.delete("43", ticket) for ticket in tickets) else 2
+        finally:
+            os._exit(code)
+    parent = [store.delete("42", ticket) for ticket in tickets]
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(parent)
