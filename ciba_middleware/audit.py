@@ -31,9 +31,11 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from . import output
+from .auth import PrincipalKind
 from .errors import ConfigurationError
 from .events import FailEvent, outcome
 from .output import LineHandler
+from .reasons import Action, Reason
 
 __all__ = ["AUDIT_LOGGER", "AuditLog", "audit_line", "audit_record", "route"]
 
@@ -91,41 +93,70 @@ def audit_line(event: FailEvent, now: float | None = None, services: Collection[
     in the same order, ``duration_ms`` with exactly three decimals (the tests check that
     ``json.loads`` of the line is the record). One f-string: about half the cost of the
     ``%`` template it replaced, and a fifth of ``json.dumps`` (``docs/observability.md``)."""
-    principal = event.principal
-    reason = event.reason
-    action = event.action
-    request_id = event.request_id
-    route = event.route
+    # One unpacking of the tuple: a third of the cost of reading each field by name.
+    (
+        via,
+        route,
+        _,
+        principal,
+        status,
+        result_code,
+        reason,
+        action,
+        ticket,
+        deleted,
+        failure,
+        store_error,
+        client,
+        request_id,
+        duration,
+        _,
+        _,
+        _,
+        trace_id,
+        span_id,
+    ) = event
     service = event.service(services)
-    ticket = event.ticket_hash
-    client = event.client_addr
-    failure = event.auth_failure
     trace = ""
-    if event.trace_id is not None:
-        trace = f',"trace_id":{_string(event.trace_id)},"span_id":{_string(event.span_id)}'
-    # The enums are StrEnums: each member is its value as a str, without the slow
-    # ``.value`` property. Every free string is escaped; the enums, the route and ``via``
-    # are ours and plain ASCII.
+    if trace_id is not None:
+        trace = f',"trace_id":{_string(trace_id)},"span_id":{_string(span_id)}'
+    # Every free string is escaped; the enums, the route and ``via`` are ours and plain
+    # ASCII. The enums' texts, and the strings that recur from call to call (the service,
+    # the principal, the client), come from tables: formatting an enum member calls
+    # Enum.__format__, in Python, and escaping costs more than a lookup.
     return (
         f'{{"time":"{_time(time.time() if now is None else now)}","event":"ciba_fail",'
-        f'"request_id":{"null" if request_id is None else _escape(request_id)},"via":"{event.via}",'
+        f'"request_id":{"null" if request_id is None else _escape(request_id)},"via":"{via}",'
         f'"route":{"null" if route is None else f"{_QUOTE}{route}{_QUOTE}"},'
-        f'"service":{"null" if service is None else _escape(service)},'
-        f'"principal_kind":{"null" if principal is None else f"{_QUOTE}{principal.kind}{_QUOTE}"},'
-        f'"principal_id":{"null" if principal is None else _escape(principal.id)},'
-        f'"reason":{"null" if reason is None else f"{_QUOTE}{reason}{_QUOTE}"},'
-        f'"action":{"null" if action is None else f"{_QUOTE}{action}{_QUOTE}"},'
+        f'"service":{_known(service) or _recurring(service)},'
+        f'"principal_kind":{"null" if principal is None else _known(principal.kind) or _string(principal.kind)},'
+        f'"principal_id":{"null" if principal is None else _known(principal.id) or _recurring(principal.id)},'
+        f'"reason":{_known(reason) or _string(reason)},"action":{_known(action) or _string(action)},'
         f'"ticket_hash":{"null" if ticket is None else _escape(ticket)},'
-        f'"deleted":{_BOOL[event.deleted]},"outcome":"{outcome(event)}",'
-        f'"client_addr":{"null" if client is None else _escape(client)},'
-        f'"status":{_STATUS.get(event.status) or str(event.status)},"result_code":"{event.result_code}",'
+        f'"deleted":{_BOOL[deleted]},"outcome":"{outcome(event)}",'
+        f'"client_addr":{_known(client) or _recurring(client)},'
+        f'"status":{_STATUS.get(status) or str(status)},"result_code":"{result_code}",'
         f'"auth_failure":{"null" if failure is None else _escape(failure)},'
-        f'"store_error":{_BOOL[event.store_error]},"duration_ms":{event.duration * 1000:.3f}{trace}}}'
+        f'"store_error":{_BOOL[store_error]},"duration_ms":{duration * 1000:.3f}{trace}}}'
     )
 
 
 _QUOTE = '"'
 _escape = encode_basestring_ascii
+# JSON text of None, of each enum member, and of up to _RECURRING strings seen before.
+_KNOWN: dict[object, str] = {None: "null"}
+for _enum in (Reason, Action, PrincipalKind):
+    _KNOWN.update((member, encode_basestring_ascii(member.value)) for member in _enum)
+_known = _KNOWN.get
+_RECURRING = 1024 + len(_KNOWN)
+
+
+def _recurring(value: str | None) -> str:
+    """``value`` as JSON, remembered while the table has room (a caller may vary it)."""
+    text = _string(value)
+    if len(_KNOWN) < _RECURRING:
+        _KNOWN[value] = text
+    return text
 
 
 def _string(value: str | None) -> str:

@@ -108,10 +108,11 @@ class LineHandler(logging.Handler):
         if (
             self.delay
             and (not self._standard or (getattr(sys, self.target) is self._stream and self._stream_fd >= 0))
-            and _writer.running()
+            and (_writer._thread is not None or _writer.running())
         ):
-            self._pending.append(line)
-            if len(self._pending) >= _MAX_WAITING:
+            pending = self._pending
+            pending.append(line)
+            if len(pending) >= _MAX_WAITING:
                 # The thread is not keeping up (a stalled disk, a starved thread): this
                 # thread writes, rather than hold lines without bound.
                 self.flush()

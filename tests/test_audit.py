@@ -488,6 +488,19 @@ def test_the_line_is_the_record_as_compact_json(
     assert "\n" not in line
 
 
+def test_recurring_strings_are_remembered_within_a_bound() -> None:
+    """Service IDs, principals and client addresses repeat from call to call, so their JSON
+    text is remembered; a caller varying them (its address, a made-up service) cannot grow
+    the table without end, and the lines stay right past the bound."""
+    from ciba_middleware import audit
+
+    for number in range(audit._RECURRING + 500):
+        address = f'10.0.{number}."\u00e9'
+        line = audit_line(_event()._replace(client_addr=address), 0.0)
+        assert json.loads(line)["client_addr"] == address
+    assert len(audit._KNOWN) == audit._RECURRING
+
+
 def test_trace_ids_come_last_and_only_with_a_span() -> None:
     event = _event()
     assert "trace_id" not in audit_record(event, 0.0)
