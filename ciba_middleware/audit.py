@@ -93,7 +93,7 @@ def audit_line(event: FailEvent, now: float | None = None, services: Collection[
     in the same order, ``duration_ms`` with exactly three decimals (the tests check that
     ``json.loads`` of the line is the record). One f-string: about half the cost of the
     ``%`` template it replaced, and a fifth of ``json.dumps`` (``docs/observability.md``)."""
-    # One unpacking of the tuple: a third of the cost of reading each field by name.
+    # The fields by position, in one unpacking, rather than one attribute read each.
     (
         via,
         route,
