@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "3":
                 rows += endtoend.fail_end_to_end(profile, stores, work_dir, args.rate)
                 rows += endtoend.audit_cpu(profile, work_dir)
+                rows += endtoend.audit_instructions(profile, work_dir)
             elif section == "4":
                 rows += costs.all_rows(profile, stores, work_dir)
             elif section == "5":

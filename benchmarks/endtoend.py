@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
+import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +286,94 @@ def _cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far (Linux ``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: At the rate a worker under valgrind serves (about 1/35 of its own), lines wait this long
+#: so that as many share a write() as with the default 0.02 s at the full rate.
+VALGRIND_AUDIT_FLUSH = "1"
+
+
+def audit_instructions(profile: Profile, log_dir: Path) -> list[Row]:
+    """The worker's own instructions per request, audit log on and off, counted by callgrind:
+    what the machine's load does not move (unlike :func:`audit_cpu`'s CPU time). User space
+    only, the writer thread included; the kernel's side of the system calls is not counted."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        why = "not measured: valgrind is not installed (apt-get install valgrind)"
+        return [
+            Row("3 end to end", name, float("nan"), unit, detail=why)
+            for name, unit in (
+                ("gunicorn worker instructions per request: audit log off", "Ir"),
+                ("gunicorn worker instructions per request: defaults (audit line written)", "Ir"),
+                ("gunicorn worker instructions: the audit line's share", "%"),
+            )
+        ]
+    specs = {
+        "off": ("defaults", defaults_env("memory://", CIBA_AUDIT_LOG="off")),
+        "on": ("defaults", defaults_env("memory://", CIBA_AUDIT_FLUSH=VALGRIND_AUDIT_FLUSH)),
+    }
+    files = {
+        name: write_bodies(log_dir / f"bodies-ir-{name}.txt", bodies(issue(MEMORY, profile.tickets))) for name in specs
+    }
+    # --trace-children: the interpreter may exec itself (a venv's or pyenv's launcher).
+    launcher = ("valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={log_dir}/callgrind.%p")
+    seconds = max(4.0, profile.seconds * 4)
+    per_request: dict[str, float] = {}
+    with servers(specs, workers=1, log_dir=log_dir, launcher=launcher, timeout=180) as running:
+        for name, server in running.items():
+            target = Target(server.url, FAIL_PATH, files[name], TOKEN)
+            (worker,) = server.worker_pids()
+            loadgen.check_answers(target)
+            loadgen.throughput(target, seconds=seconds / 2, connections=2)  # warm up
+            _callgrind(worker, "--zero")
+            result = loadgen.throughput(target, seconds=seconds, connections=2)
+            if result.bad or not result.requests:
+                raise RuntimeError(f"instructions {name}: {result.bad} of {result.requests} requests failed")
+            _callgrind(worker, "--dump")
+            per_request[name] = _callgrind_total(log_dir, worker) / result.requests
+    extra = per_request["on"] - per_request["off"]
+    return [
+        Row(
+            "3 end to end",
+            "gunicorn worker instructions per request: audit log off",
+            per_request["off"],
+            "Ir",
+            detail="one worker under callgrind, user space, memory store",
+        ),
+        Row(
+            "3 end to end",
+            "gunicorn worker instructions per request: defaults (audit line written)",
+            per_request["on"],
+            "Ir",
+            detail=f"lines wait up to {VALGRIND_AUDIT_FLUSH} s: as many share a write as at the full rate",
+        ),
+        Row(
+            "3 end to end",
+            "gunicorn worker instructions: the audit line's share",
+            extra / per_request["on"],
+            "%",
+            target=1 - AUDIT_TARGET,
+            bound="max",
+            detail=f"{extra:,.0f} instructions more per request with the line",
+        ),
+    ]
+
+
+def _callgrind(pid: int, command: str) -> None:
+    done = subprocess.run(["callgrind_control", command, str(pid)], capture_output=True, text=True, timeout=60)
+    if "OK." not in done.stdout:  # it exits 0 even when it found no such process
+        raise RuntimeError(f"callgrind_control {command} {pid}: {done.stdout.strip() or done.stderr.strip()}")
+
+
+def _callgrind_total(log_dir: Path, pid: int) -> int:
+    """The instructions counted in ``pid``'s dump (its ``summary:`` line), once written."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for path in log_dir.glob(f"callgrind.{pid}.*"):
+            for line in path.read_text().splitlines():
+                if line.startswith("summary:"):
+                    return int(line.split()[1])
+        time.sleep(0.5)
+    raise RuntimeError(f"callgrind wrote no dump for worker {pid} in {log_dir}")
 
 
 def audit_cpu(profile: Profile, log_dir: Path) -> list[Row]:

@@ -58,9 +58,14 @@ def _pass_through_row(name: str, runs: dict[str, list[loadgen.Throughput]], what
 
 
 def _hello_rounds(
-    specs: dict[str, tuple[str, dict[str, str]]], profile: Profile, log_dir: Path, **server: str
+    specs: dict[str, tuple[str, dict[str, str]]],
+    profile: Profile,
+    log_dir: Path,
+    *,
+    wsgi: str = "benchmarks.apps:application",
+    asgi: str | None = None,
 ) -> dict[str, list[loadgen.Throughput]]:
-    with servers(specs, workers=profile.server_workers, log_dir=log_dir, **server) as running:
+    with servers(specs, workers=profile.server_workers, log_dir=log_dir, wsgi=wsgi, asgi=asgi) as running:
         targets = {name: Target(s.url, HELLO_PATH) for name, s in running.items()}
         for target in targets.values():
             loadgen.check_answers(target)

@@ -36,8 +36,9 @@ class Process:
 
     ``server`` is ``gunicorn`` (a WSGI app), ``uvicorn`` or ``hypercorn`` (an ASGI app);
     ``options`` go on its command line before ``app``; ``pythonpath`` is put in front of the
-    repository on its ``PYTHONPATH``. The one launcher of the tests' servers
-    (``tests/conftest.py``'s ``LiveServer``) and the benchmarks' (:class:`Server`).
+    repository on its ``PYTHONPATH``; ``launcher`` runs the interpreter (e.g. under valgrind).
+    The one launcher of the tests' servers (``tests/conftest.py``'s ``LiveServer``) and the
+    benchmarks' (:class:`Server`).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Process:
         workers: int = 1,
         options: Sequence[str] = (),
         pythonpath: Sequence[Path] = (),
+        launcher: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.server = server
@@ -61,7 +63,7 @@ class Process:
         self.log_path = log_path
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", *_command(server, self.port, workers), *options, app],
+            [*launcher, sys.executable, "-m", *_command(server, self.port, workers), *options, app],
             env=full_env,
             cwd=str(ROOT),
             stdout=self._log,
@@ -137,12 +139,13 @@ class Server(Process):
         log_dir: Path,
         wsgi: str = "benchmarks.apps:application",
         asgi: str | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         full_env = {**(env or {}), "BENCH_APP": app}
         log_path = log_dir / f"{'uvicorn' if asgi else 'gunicorn'}-{app}-{free_port()}.log"
         if asgi is None:
             options: tuple[str, ...] = ("--worker-class", WORKER_CLASS, "--backlog", "2048")
-            super().__init__(wsgi, log_path=log_path, env=full_env, workers=workers, options=options)
+            super().__init__(wsgi, log_path=log_path, env=full_env, workers=workers, options=options, launcher=launcher)
         else:
             # One process: uvicorn's --workers N leaves Nagle's algorithm on for every
             # connection (its shared listener has proto 0, so asyncio skips TCP_NODELAY) and
@@ -164,17 +167,22 @@ def servers(
     log_dir: Path,
     wsgi: str = "benchmarks.apps:application",
     asgi: str | None = None,
+    launcher: Sequence[str] = (),
+    timeout: float = 30.0,
 ) -> Iterator[dict[str, Server]]:
     """Start one server per ``name: (app, env)``; stop them all on the way out.
 
-    ``wsgi`` and ``asgi`` are :class:`Server`'s: which application the servers load.
+    ``wsgi``, ``asgi`` and ``launcher`` are :class:`Server`'s: which application the servers
+    load, and what runs them (gunicorn WSGI servers only). Each must answer within ``timeout``.
     """
     started: dict[str, Server] = {}
     try:
         for name, (app, env) in specs.items():
-            started[name] = Server(app, workers=workers, env=env, log_dir=log_dir, wsgi=wsgi, asgi=asgi)
+            started[name] = Server(
+                app, workers=workers, env=env, log_dir=log_dir, wsgi=wsgi, asgi=asgi, launcher=launcher
+            )
         for server in started.values():  # started together, waited for in turn
-            server.wait()
+            server.wait(timeout)
         yield started
     finally:
         for server in started.values():

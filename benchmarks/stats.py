@@ -50,6 +50,8 @@ class Row:
             return f"{self.value:,.0f} ns"
         if self.unit == "us":
             return f"{self.value:,.1f} us"
+        if self.unit == "Ir":
+            return f"{self.value:,.0f} instr."
         if self.unit in ("MB", "ms"):
             return f"{self.value:.2f} {self.unit}"
         return f"{self.value:.2f} {self.unit}".strip()
