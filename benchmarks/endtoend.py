@@ -288,8 +288,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-#: At the rate a worker under valgrind serves (about 1/35 of its own), lines wait this long
-#: so that as many share a write() as with the default 0.02 s at the full rate.
+#: A worker under valgrind serves some 1/20 to 1/35 of its own rate: its lines wait this long
+#: so that at least as many share a write() as with the default 0.02 s at the full rate.
 VALGRIND_AUDIT_FLUSH = "1"
 
 
@@ -344,7 +344,7 @@ def audit_instructions(profile: Profile, log_dir: Path) -> list[Row]:
             "gunicorn worker instructions per request: defaults (audit line written)",
             per_request["on"],
             "Ir",
-            detail=f"lines wait up to {VALGRIND_AUDIT_FLUSH} s: as many share a write as at the full rate",
+            detail=f"lines wait up to {VALGRIND_AUDIT_FLUSH} s: at least as many share a write as at full rate",
         ),
         Row(
             "3 end to end",
