@@ -86,6 +86,9 @@ class PrivateRedis:
         )
         try:
             wait_port(self.port, up=True)
+            if self.process.poll() is not None:
+                # Another process's listener answered on the port: ours could not bind it.
+                raise RuntimeError(f"redis-server exited at start (port {self.port} taken?)")
         except RuntimeError:
             self.kill()
             raise

@@ -9,6 +9,7 @@ can ask for those.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,13 +32,30 @@ def drop_redis_keys(url: str, prefix: str) -> None:
 
 
 def drop_postgres_table(url: str, table: str) -> None:
+    """Drop the ticket table and the tables the store keeps beside it (records, replay)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_records", "{table}_replay"')
 
 
-BACKENDS = ["memory", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "postgresql", "postgresql+unix"]
+ALL_BACKENDS = ["memory", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "postgresql", "postgresql+unix"]
+
+
+def _chosen_backends() -> list[str]:
+    """``CIBA_TEST_BACKENDS`` (comma-separated), when set: the backends the store suites
+    run against (nox's other Pythons leave out the Unix-socket and Cluster topologies)."""
+    named = os.environ.get("CIBA_TEST_BACKENDS", "")
+    if not named:
+        return ALL_BACKENDS
+    chosen = [name.strip() for name in named.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(ALL_BACKENDS))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"CIBA_TEST_BACKENDS={named!r}: name backends among {', '.join(ALL_BACKENDS)}")
+    return [name for name in ALL_BACKENDS if name in chosen]
+
+
+BACKENDS = _chosen_backends()
 #: Backends several processes can share (one of each kind: the Redis variants share their code).
 SHARED = ["sqlite", "redis", "postgresql"]
 

@@ -3,6 +3,12 @@
 A test that needs Redis or PostgreSQL asks for ``redis_url`` / ``postgres_url``. When the
 server is unreachable the test is skipped locally, but fails when ``CI=true``, so CI can
 never pass by skipping.
+
+Under pytest-xdist (``-n``) each worker has resources of its own (docs/development.md,
+"Tests in parallel"): its ports (:func:`worker_ports`), its Redis DB number when
+``CIBA_TEST_REDIS_URL`` is not set (:func:`worker_redis_url`), and its names for keys,
+tables and schemas (:func:`unique_name` carries the worker's id); SQLite files are under
+each test's own ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -26,12 +32,42 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import servers  # noqa: E402
 from benchmarks.servers import Process  # noqa: E402
 from benchmarks.servers import free_port as free_port  # noqa: E402 (for the tests that import it from here)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-REDIS_URL = os.environ.get("CIBA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: This process's pytest-xdist worker ("gw0", "gw1", ...), or "" without xdist.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(WORKER.removeprefix("gw")) if WORKER else 0
+WORKER_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) if WORKER else 1
+
+
+def worker_ports(index: int = WORKER_INDEX, count: int = WORKER_COUNT) -> range:
+    """The ports this worker's servers take: every ``count``-th port of ``CIBA_TEST_PORTS``
+    (``first-last``, default 10000-32767) from its ``index``-th. Below Linux's ephemeral range,
+    so no client socket takes one; apart per worker, so a port one worker found free is not
+    taken by another before its server binds it. scripts/check gives each of the runs it makes
+    at once a range of its own. ``free_port`` still checks each port against the machine."""
+    first, last = (int(port) for port in os.environ.get("CIBA_TEST_PORTS", "10000-32767").split("-"))
+    return range(first + index, last + 1, count)
+
+
+def worker_redis_url(default_db: int = 15, index: int = WORKER_INDEX, count: int = WORKER_COUNT) -> str:
+    """The Redis URL of ``CIBA_TEST_REDIS_URL``, or by default DB ``default_db`` for a lone
+    run and one DB per worker under xdist, counting down from it (gw0: 15, gw1: 14, ...)."""
+    explicit = os.environ.get("CIBA_TEST_REDIS_URL")
+    if explicit:
+        return explicit
+    if count > default_db + 1:
+        raise RuntimeError(f"{count} workers but Redis DBs 0-{default_db}: set CIBA_TEST_REDIS_URL")
+    return f"redis://127.0.0.1:6379/{default_db - index}"
+
+
+servers.use_ports(worker_ports())
+
+REDIS_URL = worker_redis_url()
 POSTGRES_URL = os.environ.get("CIBA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 # Credentials used across the suite. Test values only, never real secrets.
@@ -84,7 +120,8 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis URL on a dedicated DB number (15), emptied by the tests that use it."""
+    """A Redis URL on a dedicated DB number (``worker_redis_url``); each test uses a key
+    prefix of its own and removes its keys."""
     try:
         import redis
     except ImportError:
@@ -112,7 +149,8 @@ def postgres_url() -> str:
 
 
 def unique_name(prefix: str = "ciba_test") -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+    """A name for a test's own key prefix, table or schema: the worker's id, then random."""
+    return f"{prefix}_{WORKER}_{uuid.uuid4().hex[:10]}" if WORKER else f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 class LiveServer(Process):
@@ -153,7 +191,7 @@ def live_server() -> Iterator[Callable[..., LiveServer]]:
 
 
 #: Audit lines written before each answer (``CIBA_AUDIT_FLUSH=0``), for a test that reads
-#: them right after its calls; the wait of the default is tested in test_output.py and
+#: them right after its calls; the wait of the default is tested in test_linewriter.py and
 #: test_server_output.py.
 AT_ONCE = {"CIBA_AUDIT_FLUSH": "0"}
 
@@ -168,3 +206,41 @@ def ciba_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+#: Modules whose tests run on one pytest-xdist worker (``--dist loadgroup``), and before the
+#: others: their module fixtures cost much (a benchmark run, the built artefacts and a clean
+#: venv, a browser), and the packaging tests build in the checkout, where two builds at once
+#: would trip over each other's files. First, so that the longest start at once and the
+#: rest of the suite fills the other workers meanwhile.
+XDIST_GROUPS = {
+    "tests/test_benchmarks_smoke.py": "benchmarks",
+    "tests/test_packaging.py": "packaging",
+    "tests/example_app/test_ciba_client.py": "browser",
+}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    return XDIST_GROUPS.get(item.nodeid.split("::", 1)[0].split("@", 1)[0])
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as collected, before any plugin's pytest_collection_modifyitems: xdist's reads
+    # the marks there.
+    group = _xdist_group(item)
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = list(XDIST_GROUPS.values())
+    first: list[tuple[int, pytest.Item]] = []
+    rest: list[pytest.Item] = []
+    for item in items:
+        group = _xdist_group(item)
+        if group is None:
+            rest.append(item)
+        else:
+            first.append((order.index(group), item))
+    first.sort(key=lambda pair: pair[0])  # stable: each module's own order kept
+    items[:] = [item for _, item in first] + rest

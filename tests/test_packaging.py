@@ -10,17 +10,20 @@ into a clean venv, README.md as the package index shows it, and the documentatio
   ``serve`` says how to get gunicorn; with the ``server`` extra it serves a fail call.
 - The sdist holds every file of the repository, so that its test suite runs from it
   (noxfile.py runs it on 3.11, 3.12 and 3.13 from there).
-- README.md's links are absolute (to the documentation site or the repository) and point at
-  pages and headings that exist; its Python snippets pass ``mypy --strict`` outside the
-  repository, where only the installed package is found.
-- The site builds with ``mkdocs build --strict``, draws its Mermaid diagrams, and a broken
-  anchor fails the build.
+- README.md's links, and those of every page of docs/, are relative and name files and
+  headings of the repository, so that a clone reads offline; README's Python snippets pass
+  ``mypy --strict`` outside the repository, where only the installed package is found.
+- The site builds with ``mkdocs build --strict`` (a broken anchor fails it), loads nothing
+  from another host, and draws its Mermaid diagrams in chromium with every other host refused.
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
+import functools
+import html.parser
+import http.server
 import json
 import os
 import re
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tomllib
 import venv
@@ -42,9 +46,10 @@ import pytest
 import requests
 import yaml
 from conftest import ROOT, SERVICE, SERVICE_TOKEN, free_port, unreachable
+from playwright.sync_api import Route, sync_playwright
 
 import ciba_middleware
-from ciba_middleware import sha256_hex
+from ciba_middleware import cli, sha256_hex
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 URLS: dict[str, str] = PYPROJECT["project"]["urls"]
@@ -53,6 +58,7 @@ DOCS_URL = URLS["Documentation"]
 SOURCE_URL = URLS["Source"]
 VERSION = ciba_middleware.__version__
 V3_PATH = f"/api/{SERVICE}/backchannel/authentication/fail"
+CHROMIUM = "/usr/bin/chromium"
 
 
 def run(
@@ -228,6 +234,17 @@ def test_the_clean_venv_command_prints_its_version_and_checks(clean_venv: CleanV
     assert "CIBA_TOKENS" in bad.stderr
 
 
+def test_the_clean_venv_help_points_at_the_manual_it_can_reach(clean_venv: CleanVenv, dist: Dist) -> None:
+    """Someone with the wheel alone: ``--help`` names the page in the sdist, and the site's address."""
+    pointer = " ".join(ok(clean_venv.command("--help")).split("\n\n")[-1].split())
+    assert pointer == (
+        "see 'ciba-middleware COMMAND --help'. The manual is docs/cli.md in the source distribution "
+        f"(or a clone of the repository), and once published {DOCS_URL}cli/"
+    )
+    with tarfile.open(dist.sdist) as sdist:
+        assert f"ciba_middleware-{VERSION}/docs/cli.md" in sdist.getnames()
+
+
 def test_serve_without_the_server_extra_says_how_to_install_it(clean_venv: CleanVenv) -> None:
     result = clean_venv.command("serve", env={"CIBA_TOKENS": GRANTS})
     assert result.returncode == 2
@@ -287,10 +304,12 @@ def test_the_clean_venv_serves_a_fail_call_under_gunicorn(served: str, clean_ven
     assert unauthenticated.status_code == 401
 
 
-# -- README.md as the package index shows it ----------------------------------------------
+# -- README.md and docs/ read from a clone ------------------------------------------------
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The pages whose links must work from a clone: README.md and every page of docs/.
+LINKED_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _anchors(page: Path) -> set[str]:
@@ -300,40 +319,50 @@ def _anchors(page: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
-def _docs_page(url: str) -> tuple[Path, str]:
-    """The docs/ file and anchor a site URL shows (``use_directory_urls``: ``api.md`` at ``api/``)."""
-    path, _, anchor = url.removeprefix(DOCS_URL).partition("#")
-    if path == "":
-        return ROOT / "docs" / "index.md", anchor
-    if path.endswith("/"):
-        return ROOT / "docs" / f"{path[:-1]}.md", anchor
-    return ROOT / "docs" / path, anchor
+def _links(page: Path) -> list[str]:
+    """The Markdown links of ``page``, outside its code blocks."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+    return _LINK.findall(text)
 
 
-def test_readme_links_are_absolute_and_resolve() -> None:
-    links = _LINK.findall(README)
-    into_docs = [link for link in links if link.startswith(DOCS_URL)]
-    assert len(into_docs) >= 15
-    for link in links:
-        assert "://" in link or link.startswith("mailto:"), f"relative link {link}: breaks on the package index"
-        if link.startswith(DOCS_URL):
-            page, anchor = _docs_page(link)
-            assert page.is_file(), link
-            assert not anchor or anchor in _anchors(page), link
-        elif link.startswith(SOURCE_URL):
-            path = link.removeprefix(SOURCE_URL)
-            if path.startswith("/blob/main/"):
-                assert (ROOT / path.removeprefix("/blob/main/")).is_file(), link
+def _check_target(page: Path, path: Path, anchor: str, link: str) -> None:
+    assert path.resolve().is_relative_to(ROOT), f"{page.name}: {link} leaves the repository"
+    assert path.is_file(), f"{page.name}: {link}"
+    if anchor and path.suffix == ".md":
+        assert anchor in _anchors(path), f"{page.name}: {link}: no such heading"
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda page: page.name)
+def test_links_resolve_inside_the_repository(page: Path) -> None:
+    """Relative links (and their anchors) name files of the repository; so do links to its source.
+
+    A relative link renders on any forge, in an editor and in the sdist; links to
+    another site are the ones a reader needs the network for.
+    """
+    for link in _links(page):
+        if link.startswith(f"{SOURCE_URL}/blob/main/"):
+            path, _, anchor = link.removeprefix(f"{SOURCE_URL}/blob/main/").partition("#")
+            _check_target(page, ROOT / path, anchor, link)
+        elif "://" not in link and not link.startswith("mailto:"):
+            path, _, anchor = link.partition("#")
+            _check_target(page, page.parent / path if path else page, anchor, link)
+
+
+def test_readme_links_into_the_docs_are_relative() -> None:
+    """No README.md link needs the documentation site or the forge: the files of docs/ instead."""
+    links = _links(ROOT / "README.md")
+    assert len([link for link in links if link.startswith("docs/")]) >= 15
+    assert not [link for link in links if link.startswith((DOCS_URL, SOURCE_URL))]
 
 
 def test_one_documentation_address() -> None:
     site = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
     assert site["site_url"] == DOCS_URL
-    assert site["repo_url"] == SOURCE_URL
+    assert cli.DOCS_URL == DOCS_URL  # the address --help shows
     assert DOCS_URL.endswith("/")
-    docs_links = {
-        link for page in (ROOT / "docs").glob("*.md") for link in _LINK.findall(page.read_text(encoding="utf-8"))
-    }
+    # repo_url would make the theme ask api.github.com for the repository's facts.
+    assert "repo_url" not in site
+    docs_links = {link for page in LINKED_PAGES for link in _links(page)}
     assert not [link for link in docs_links if "github.com" in link and not link.startswith(SOURCE_URL)]
 
 
@@ -378,14 +407,130 @@ def build_site(tmp_path: Path, docs: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_site_builds_strict_and_draws_the_sequence_diagram(tmp_path: Path) -> None:
-    ok(build_site(tmp_path, ROOT / "docs"))
-    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site as ``mkdocs build --strict`` writes it from docs/."""
+    tmp = tmp_path_factory.mktemp("site")
+    ok(build_site(tmp, ROOT / "docs"))
+    return tmp / "site"
+
+
+def test_the_site_builds_strict_with_every_page(site: Path) -> None:
+    index = (site / "index.html").read_text(encoding="utf-8")
     assert '<pre class="mermaid"><code>sequenceDiagram' in index
     for page in (ROOT / "docs").glob("*.md"):
         target = "index.html" if page.stem == "index" else f"{page.stem}/index.html"
-        assert (tmp_path / "site" / target).is_file(), page.name
-    assert (tmp_path / "site" / "openapi.yaml").is_file()
+        assert (site / target).is_file(), page.name
+    assert (site / "openapi.yaml").is_file()
+
+
+_LOADING_ATTRIBUTES = {
+    "script": ("src",),
+    "link": ("href",),
+    "img": ("src", "srcset"),
+    "source": ("src", "srcset"),
+    "iframe": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+}
+
+
+class _Loads(html.parser.HTMLParser):
+    """The addresses an HTML page loads by itself: scripts, styles, icons, pictures, frames.
+
+    Links a reader follows (``<a href>``, ``<link rel=canonical>``) are not loads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "link" and set((values.get("rel") or "").split()) & {"canonical", "alternate", "next", "prev"}:
+            return
+        names = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src", "embed": "src"}
+        for name in (
+            names.get(tag),
+            "srcset" if tag in {"img", "source"} else None,
+            "data" if tag == "object" else None,
+        ):
+            if name and values.get(name):
+                self.loads.append(str(values[name]))
+
+
+_ELSEWHERE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+_CSS_LOADS = re.compile(r"""@import\s+(?:url\()?\s*['"]?([^'")\s;]+)|url\(\s*['"]?([^'")]+)""")
+
+
+def test_no_page_loads_a_resource_from_another_host(site: Path) -> None:
+    """What the HTML and CSS load is the site's own (data: URLs included); JavaScript is run below."""
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= len(list((ROOT / "docs").glob("*.md")))
+    for page in pages:
+        parser = _Loads()
+        parser.feed(page.read_text(encoding="utf-8"))
+        assert parser.loads, page
+        assert not [url for url in parser.loads if _ELSEWHERE.match(url)], page
+    for sheet in site.rglob("*.css"):
+        found = [a or b for a, b in _CSS_LOADS.findall(sheet.read_text(encoding="utf-8"))]
+        assert not [url for url in found if _ELSEWHERE.match(url)], sheet
+
+
+def test_the_site_shows_its_diagrams_offline_in_chromium(site: Path) -> None:
+    """Every page opened in Debian's chromium with every other host refused: nothing asked
+    for elsewhere (fonts, Mermaid, the forge's API), and each Mermaid block drawn as an SVG."""
+    if not Path(CHROMIUM).is_file():
+        unreachable(f"{CHROMIUM} is not installed (scripts/apt-packages.txt)")
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    elsewhere: list[str] = []
+    drawn: dict[str, tuple[int, int]] = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+            page = browser.new_page()
+            page.route("**/*", lambda route: _local_only(route, base, elsewhere))
+            # The theme draws each diagram in a closed shadow root; opened here so that the
+            # test can look into it.
+            page.add_init_script(
+                "const attach = Element.prototype.attachShadow;"
+                "Element.prototype.attachShadow = function (init) {"
+                "  return attach.call(this, {...init, mode: 'open'});"
+                "};"
+            )
+            for html_page in sorted(site.rglob("*.html")):
+                path = html_page.relative_to(site).as_posix()
+                page.goto(base + path, wait_until="load")
+                diagrams = html_page.read_text(encoding="utf-8").count('<pre class="mermaid">')
+                if diagrams:
+                    page.wait_for_function(
+                        f"document.querySelectorAll('div.mermaid').length === {diagrams}", timeout=30000
+                    )
+                    page.wait_for_selector("div.mermaid svg", timeout=30000)
+                    drawn[path] = (diagrams, page.locator("div.mermaid svg").count())
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elsewhere == []
+    assert drawn, "no page has a Mermaid diagram"
+    assert {path: count for path, (count, _) in drawn.items()} == {path: svgs for path, (_, svgs) in drawn.items()}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _local_only(route: Route, base: str, elsewhere: list[str]) -> None:
+    if route.request.url.startswith(base):
+        route.continue_()
+    else:
+        elsewhere.append(route.request.url)
+        route.abort()
 
 
 @pytest.mark.parametrize(
