@@ -12,7 +12,7 @@ from .auth import Principal, PrincipalKind, StaticTokenVerifier, TokenVerifier, 
 from .config import Settings, from_env
 from .errors import ApiError, ConfigurationError, InvalidParameter, StoreError
 from .events import FailEvent
-from .middleware import BackchannelFailMiddleware
+from .middleware import BackchannelFailMiddleware, WSGIMiddleware
 from .reasons import Action, Reason
 from .response import ClientResponse, FailResponse, client_response, not_found_app
 from .stores import TicketStore, store_from_url
@@ -38,6 +38,7 @@ __all__ = [
     "StoreError",
     "TicketStore",
     "TokenVerifier",
+    "WSGIMiddleware",
     "client_response",
     "from_env",
     "not_found_app",

@@ -1,108 +1,82 @@
 """The fail API as native ASGI 3 middleware: :class:`BackchannelFailMiddleware`.
 
-For Starlette, FastAPI, Django's ``get_asgi_application()`` or any ASGI app, under uvicorn
-or hypercorn::
+A translation only (:mod:`ciba_middleware.adapter` holds the rules): the scope read into the
+core's :class:`~ciba_middleware.core.Request` (:mod:`ciba_middleware.scope`), the body from
+``receive`` once the caller is authenticated, the :class:`~ciba_middleware.core.Answer`
+written back as two messages. For Starlette, FastAPI, Django's ``get_asgi_application()`` or
+any ASGI app, under uvicorn or hypercorn::
 
-    from ciba_middleware.asgi import from_env
-
-    app = FastAPI()
-    ...
     application = from_env(app)          # uvicorn main:application
+    uvicorn ciba_middleware.asgi:application   # the fail API alone, every other path a 404
 
-``ciba_middleware.asgi:application`` is the fail API alone (every other path a JSON 404),
-configured from ``CIBA_*`` when the server starts it::
-
-    uvicorn ciba_middleware.asgi:application
-
-The adapter reads the request's body from ``receive`` (a chunked body too, bounded by
-``max_body_bytes``) and hands it, already read, to :class:`ciba_middleware.core.FailApi`,
-which does the work; the call runs in a worker thread, so a ticket store's network round
-trip never holds the event loop (with the ``memory://`` store and static grants, which do
-no I/O, it runs on the loop: the hop to a thread would cost more than the call). Every
-other scope (``http``, ``websocket``, ``lifespan``) reaches the app untouched. Nothing
-here imports a web framework.
+The event loop never waits: a store with a path for the loop (Redis, PostgreSQL, SQLite:
+:class:`~ciba_middleware.stores.base.AsyncTicketStore`) is awaited on it, the memory store
+with static grants (no I/O) runs on it, anything else in a worker thread (:func:`in_thread`);
+docs/asgi.md says what runs where. Every other scope reaches the app untouched. No web
+framework is imported, but Starlette's ``Response`` by the exception handler for Starlette
+and FastAPI apps, when it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
-from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
+from .adapter import Adapter, BackchannelFail, Site, server_error_status, unconfigured, view_service
 from .auth import StaticTokenVerifier, TokenVerifier
 from .config import Settings
-from .core import API_PATH, REQUEST_ID_HEADER, Adapter, FailApi, FailApiOptions, pick_request_id
-from .dpop import request_url
-from .errors import ConfigurationError, InternalError
-from .redact import mask_url
+from .core import REQUEST_ID_HEADER, ROUTED_SUFFIXES, Answer, FailApi, FailApiOptions
+from .errors import ConfigurationError
+from .grants import ReloadingVerifier, first_start
+from .reasons import Reason
 from .request import Body
-from .response import HEADERS, client_response, error_body
-from .stores.base import TicketStore, ticket_hash
+from .response import FailResponse
+from .scope import (
+    CONTENT_LENGTH,
+    CONTENT_TYPE,
+    TRANSFER_ENCODING,
+    Scope,
+    endpoint_headers,
+    scope_headers,
+    scope_paths,
+    scope_request,
+)
+from .stores.base import AsyncTicketStore, TicketStore
 from .stores.memory import MemoryTicketStore
-from .views import BackchannelFail, server_error_status, view_service
+from .tuples import new_tuple
 
-__all__ = ["ASGIApp", "BackchannelFailMiddleware", "application", "from_env", "not_found_app"]
+if TYPE_CHECKING:
+    from starlette.responses import Response as StarletteResponse
+
+__all__ = ["ASGIApp", "ASGIMiddleware", "BackchannelFailMiddleware", "application", "from_env", "not_found_app"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# The request headers the fail API reads, by their ASGI (lower-case byte) names.
-_AUTHORIZATION = b"authorization"
-_CONTENT_TYPE = b"content-type"
-_CONTENT_LENGTH = b"content-length"
-_TRANSFER_ENCODING = b"transfer-encoding"
-_REQUEST_ID = b"request-id"
-_X_REQUEST_ID = b"x-request-id"
-_DPOP = b"dpop"
-_HOST = b"host"
-_TRACEPARENT = b"traceparent"
-_WANTED = frozenset(
-    (
-        *(_AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _REQUEST_ID, _X_REQUEST_ID),
-        *(_DPOP, _HOST, _TRACEPARENT),
-    )
-)
-
-
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _off_the_loop(
-    method: Callable[Concatenate[FailApi, P], T],
-) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
-    """``method`` of the adapter's FailApi as a coroutine method that runs it in a worker thread."""
-
-    async def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        work = functools.partial(method, self.api, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, work)
-
-    call.__doc__ = f"{method.__doc__}\n\nA coroutine here: the call runs in a worker thread."
-    return call
 
 
 class BackchannelFailMiddleware(Adapter):
     """Serve Authlete's ``/backchannel/authentication/fail`` API in front of an ASGI app.
 
-    The same two routes and the same answers as the WSGI
-    :class:`ciba_middleware.BackchannelFailMiddleware`; the parameters after ``app`` are
-    :class:`ciba_middleware.core.FailApi`'s. Under a mount (``root_path``), the routes are
-    matched on the path below it, as Starlette's routing does.
+    The same routes and answers as the WSGI :class:`ciba_middleware.BackchannelFailMiddleware`;
+    the parameters after ``app`` are :class:`ciba_middleware.core.FailApi`'s. Under a mount
+    (``root_path``) the routes are matched below it, as Starlette's routing does. Built from
+    settings (:func:`from_env`), it serves the health and metrics endpoints too.
 
-    For the app's views: :meth:`fail` and :meth:`issue_ticket` are coroutines (the store
-    call runs in a worker thread), and :meth:`exception_handler` answers a
+    For the app's views: :meth:`fail` and :meth:`issue_ticket` are coroutines (the store call
+    runs in a worker thread), and :meth:`exception_handler` answers a
     :class:`ciba_middleware.BackchannelFail` raised in a Starlette or FastAPI view.
-    ``service_id`` is the service those calls are for (default: the only service of the
-    grants); ``server_error_status`` is the client's status for ``server_error``.
+    ``service_id`` is the service of those calls (default: the only service of the grants);
+    ``server_error_status`` is the client's status for ``server_error``.
     """
 
     def __init__(
@@ -116,59 +90,62 @@ class BackchannelFailMiddleware(Adapter):
         **options: Unpack[FailApiOptions],
     ) -> None:
         api = FailApi(store=store, verifier=verifier, **options)
-        self._setup(app, api, service_id, server_error_status)
+        self._setup(app, _site(api, service_id, server_error_status))
 
     @classmethod
     def around(
-        cls, app: ASGIApp, api: FailApi, *, service_id: str | None = None, server_error_status: int = 500
+        cls, app: ASGIApp, site: Site | FailApi, *, service_id: str | None = None, server_error_status: int = 500
     ) -> BackchannelFailMiddleware:
-        """The middleware serving an existing ``api`` in front of ``app``."""
+        """The middleware serving an existing ``site`` (or only a fail API) in front of ``app``."""
         middleware = cls.__new__(cls)
-        middleware._setup(app, api, service_id, server_error_status)
+        middleware._setup(app, site if isinstance(site, Site) else _site(site, service_id, server_error_status))
         return middleware
 
-    def _setup(self, app: ASGIApp, api: FailApi, service_id: str | None, status: object) -> None:
+    def _setup(self, app: ASGIApp, site: Site) -> None:
         self.app = app
-        self.api = api
-        # The memory store and static grants do no I/O: their calls are as quick as the
-        # hop to a thread and back, which would cost more than the call. Anything else
-        # (a store on a file or a network, a verifier of the caller's) runs in a thread.
-        # Exactly these classes: a subclass may do anything.
-        self._inline = type(api.store) is MemoryTicketStore and type(api.verifier) is StaticTokenVerifier
+        self._serve(site)
+        api = site.api
+        # What may run on the loop, decided once. The memory store and static grants do no
+        # I/O (exactly these classes: a subclass may do anything): the whole call runs on it.
+        # Authentication without a DPoP proof (whose replay check asks the store) does no I/O
+        # with the package's own verifiers. A store with a path for the loop deletes on it.
+        verifier = type(api.verifier)
+        self._inline = type(api.store) is MemoryTicketStore and verifier is StaticTokenVerifier
+        self._admit_inline = verifier is StaticTokenVerifier or verifier is ReloadingVerifier
+        self._async_store = api.store if not self._inline and isinstance(api.store, AsyncTicketStore) else None
         # A Content-Length with fewer digits than the body limit is within it: most calls
-        # need no more than this to know. (Were the api's limit changed afterwards, a body over
-        # it might be read before the 413, never answered otherwise.)
+        # need no more than len() to know (_over_limit).
         self._length_digits = len(str(api.max_body_bytes))
-        self.server_error_status = server_error_status(status, "server_error_status")
-        # Checked now when given; when not, needed (and the grants asked) only by a view.
-        self._service_id = None if service_id is None else view_service(service_id, api.verifier, "service_id")
+
+    def _over_limit(self, length: bytes) -> bool:
+        """Whether the Content-Length header ``length`` announces more than the body limit:
+        then nothing is read, and the core answers 413 from the header."""
+        return len(length) >= self._length_digits and length.isdigit() and int(length) > self.api.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (path := scope["path"]).endswith(API_PATH):
+        if scope["type"] != "http" or not (scope["path"].endswith(ROUTED_SUFFIXES) or self.endpoints):
             return await self.app(scope, receive, send)
-        # What follows runs on every call of the API, written in line: a Python call, a
-        # coroutine or an allocation here costs as much as one of the core's checks.
-        if scope.get("root_path") or not path.isascii():
-            path = _wsgi_path(scope)
+        root, path = scope_paths(scope)
         api = self.api
         route = api.route(path)
         if route is None:
-            return await self.app(scope, receive, send)
-        raw = scope["headers"]
-        if type(raw) is not list:
-            raw = list(raw)  # any iterable, as ASGI allows
-        # All the headers at once, in C; when a name comes twice, the ones read here are
-        # joined as a WSGI server joins them.
-        headers: dict[bytes, bytes] = dict(raw)
-        if len(headers) != len(raw):
-            headers = _joined(raw)
-        get = headers.get
-        length = get(_CONTENT_LENGTH, b"")
-        # A Content-Length over the limit is not read at all: the API answers 413 from the
-        # header alone. One with fewer digits than the limit cannot be over it.
-        if len(length) >= self._length_digits and length.isdigit() and int(length) > api.max_body_bytes:
-            body = b""
+            endpoint = self.endpoint(path)
+            if endpoint is None:
+                return await self.app(scope, receive, send)
+            # A health probe may wait for the store's ping: off the loop.
+            answer = await in_thread(endpoint.answer, scope["method"], *endpoint_headers(scope_headers(scope)))
+            return await _send(send, answer)
+        headers = scope_headers(scope)
+        request = scope_request(scope, headers, route, root, path, _UNREAD)
+        if self._inline or (self._admit_inline and not request.dpop):
+            admitted = api.admit(request)
         else:
+            admitted = await in_thread(api.admit, request)
+        body = b""
+        length = headers.get(CONTENT_LENGTH, b"")
+        # Authenticated (or refused, reading nothing): only now is the body read; one over the
+        # limit by its Content-Length is left unread, the core answers 413 from the header.
+        if admitted[-1] is None and not self._over_limit(length):
             message = await receive()
             if message["type"] != "http.request":
                 return None  # http.disconnect: the client went away, nothing was done
@@ -178,152 +155,86 @@ class BackchannelFailMiddleware(Adapter):
                 if rest is None:
                     return None
                 body = rest
-        # Neither sent (the usual case): None, and the core makes the ID.
-        request_id = None
-        if _REQUEST_ID in headers or _X_REQUEST_ID in headers:
-            request_id = _caller_request_id(get(_REQUEST_ID), get(_X_REQUEST_ID))
-        dpop = url = ""
-        if _DPOP in headers and (proof := headers[_DPOP]):
-            dpop = proof.decode("latin-1")
-            url = _url(scope, get(_HOST, b"").decode("latin-1"))
-        client = scope.get("client")
-        traceparent = get(_TRACEPARENT)
-        args = (
-            route,
-            scope["method"],
-            get(_AUTHORIZATION, b"").decode("latin-1"),
-            _new_body(
-                Body,
-                (
-                    get(_CONTENT_TYPE, b"").decode("latin-1"),
-                    length.decode("latin-1"),
-                    io.BytesIO(body).read if body else _NO_BODY.read,
-                    True,  # terminated: the body is in memory, read to its end or past the limit
-                    _TRANSFER_ENCODING in headers,  # chunked
-                ),
+        request_body = new_tuple(
+            Body,
+            (
+                headers.get(CONTENT_TYPE, b"").decode("latin-1"),
+                length.decode("latin-1"),
+                io.BytesIO(body).read,
+                True,  # terminated: the body is in memory, read to its end or past the limit
+                TRANSFER_ENCODING in headers,  # chunked
             ),
-            client[0] if client else None,
-            request_id,
-            dpop,
-            url,
-            None if traceparent is None else traceparent.decode("latin-1"),
         )
-        if self._inline:
-            answer = api.respond(*args)
+        if self._inline or admitted[-1] is not None:
+            answer = api.complete(admitted, request_body)
+        elif self._async_store is not None and route.endpoint == "fail":
+            answer = await api.complete_async(admitted, request_body, self._async_store)
         else:
-            answer = await asyncio.get_running_loop().run_in_executor(None, api.respond, *args)
-        # The core's answers end with the call's Request-Id: the headers before it recur (each
-        # reason's, each error's) and are encoded once; only the ID is encoded per call.
-        out = answer.headers
-        if out and (last := out[-1])[0] == REQUEST_ID_HEADER and (head := _ENCODED.get(tuple(out[:-1]))):
-            encoded = [*head, (_REQUEST_ID_NAME, last[1].encode("latin-1"))]
-        else:
-            encoded = _raw_headers(out)  # the first answer of its kind, or not the core's
-        await send({"type": "http.response.start", "status": answer.status, "headers": encoded})
+            answer = await in_thread(api.complete, admitted, request_body)
+        await send({"type": "http.response.start", "status": answer.status, "headers": asgi_headers(answer.headers)})
         await send({"type": "http.response.body", "body": answer.body})
         return None
 
     # -- for the app's views ------------------------------------------------------------
 
-    @property
-    def service_id(self) -> str:
-        """The service of :meth:`issue_ticket` and :meth:`exception_handler`."""
-        if self._service_id is None:
-            self._service_id = view_service(None, self.api.verifier, "service_id")
-        return self._service_id
-
-    #: :meth:`FailApi.fail <ciba_middleware.core.FailApi.fail>` as a coroutine: the same
-    #: arguments, the call made in a worker thread, off the event loop.
-    fail = _off_the_loop(FailApi.fail)
+    async def fail(
+        self,
+        service_id: str,
+        ticket: str | None = None,
+        reason: Reason | str | Enum | None = None,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+    ) -> FailResponse:
+        """:meth:`FailApi.fail <ciba_middleware.core.FailApi.fail>` as a coroutine: the same
+        arguments and answer, the call made in a worker thread, off the event loop."""
+        return await in_thread(self.api.fail, service_id, ticket, reason, error_description, error_uri)
 
     async def issue_ticket(self, ttl: float | None = None) -> str:
         """A new ticket for :attr:`service_id`, living ``ttl`` seconds (the store's default TTL by default).
 
         Raises :class:`ciba_middleware.StoreError` when the store fails.
         """
-        call = functools.partial(self.api.store.issue, self.service_id, ttl)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
+        return await in_thread(self.api.store.issue, self.service_id, ttl)
 
-    async def exception_handler(self, request: object, exc: Exception) -> ClientReply:
+    async def exception_handler(self, request: object, exc: Exception) -> StarletteResponse:
         """Starlette's and FastAPI's handler for :class:`BackchannelFail`::
 
             app.add_exception_handler(BackchannelFail, middleware.exception_handler)
 
-        Fails the request in process (deleting its ticket) and answers the client with the
-        status, JSON body and no-store headers of :func:`ciba_middleware.client_response`.
-        Any other exception is raised again.
+        Fails the request in process, off the loop (deleting its ticket), and answers the
+        client (:meth:`~ciba_middleware.adapter.Adapter.view_failed`) with a Starlette
+        ``Response``. Any other exception is raised again.
         """
         if not isinstance(exc, BackchannelFail):
             raise exc
-        answer = await self.fail(self.service_id, exc.ticket, exc.reason, exc.description, exc.uri)
-        log.debug(
-            "backchannel authentication request failed: %s, ticket %s",
-            exc.reason.value,
-            ticket_hash(exc.ticket) if exc.ticket else None,
-        )
-        reply = client_response(answer, server_error_status=self.server_error_status)
-        body = reply.body.encode("utf-8")
-        return ClientReply(reply.status, [*reply.headers, ("Content-Length", str(len(body)))], body)
+        from starlette.responses import Response  # only a Starlette app calls this
+
+        answer = await in_thread(self.view_failed, exc)
+        return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 
-class ClientReply:
-    """A response as an ASGI app, which is what Starlette's exception handlers may return."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status_code = status
-        self.headers = headers
-        self.body = body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _send(send, self.status_code, self.headers, self.body)
+#: The ASGI adapter by what it is, beside :class:`ciba_middleware.middleware.WSGIMiddleware`.
+ASGIMiddleware = BackchannelFailMiddleware
 
 
-def _url(scope: Scope, host: str) -> str:
-    """The URL the request was sent to, without query: a DPoP proof's ``htu``.
-
-    The path is the one sent (``raw_path``, where the server gives it), so a mount does not
-    change it; behind a proxy, the server must be told the public scheme and host
-    (uvicorn's ``--proxy-headers``).
-    """
-    if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else ""
-    raw: bytes | None = scope.get("raw_path")
-    if raw is not None:
-        path = raw.partition(b"?")[0].decode("latin-1")
-    else:
-        path = scope.get("root_path", "") + _wsgi_path(scope) if "root_path" in scope else scope["path"]
-    return request_url(scope.get("scheme", "http"), host, path)
+def _site(api: FailApi, service_id: str | None, status: object) -> Site:
+    return Site(
+        api,
+        # Checked now when given; when not, needed (and the grants asked) only by a view.
+        service_id=None if service_id is None else view_service(service_id, api.verifier, "service_id"),
+        server_error_status=server_error_status(status, "server_error_status"),
+    )
 
 
-def _wsgi_path(scope: Scope) -> str:
-    """The path below ``root_path``, as WSGI's ``PATH_INFO`` has it (raw bytes as latin-1).
-
-    ASGI servers give ``path`` decoded as UTF-8, and ``root_path`` inside it; servers from
-    before that rule give ``path`` without it.
-    """
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        path = path[len(root) :]
-    return path if path.isascii() else path.encode("utf-8").decode("latin-1")
-
-
-def _joined(raw: list[Any]) -> dict[bytes, bytes]:
-    """The headers the API reads, each sent more than once joined with commas, as a WSGI server joins them."""
-    headers: dict[bytes, bytes] = {}
-    for name, value in raw:
-        if name in _WANTED:
-            headers[name] = headers[name] + b"," + value if name in headers else value
-    return headers
+async def in_thread(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` in the loop's default thread pool, awaited: for what may block."""
+    return await asyncio.get_running_loop().run_in_executor(None, call, *args)
 
 
 async def _read_rest(receive: Receive, body: bytes, limit: int) -> bytes | None:
-    """A body sent in several messages, after its first part ``body``; None when the client left.
-
-    Read up to its end or its first ``limit + 1`` bytes, whichever comes first: the API answers
-    413 for more, and the rest is never read.
-    """
+    """A body sent in several messages, after its first part ``body``, up to its end or its
+    first ``limit + 1`` bytes (the core answers 413 for more, and the rest is never read);
+    None when the client left."""
     chunks = [body]
     size = len(body)
     while size <= limit:
@@ -338,41 +249,26 @@ async def _read_rest(receive: Receive, body: bytes, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _caller_request_id(given: bytes | None, forwarded: bytes | None) -> str | None:
-    """The caller's ``Request-Id``, else its ``X-Request-Id``, for the core to keep when well formed.
+# The body the core's admit() sees: it reads none (the adapter reads it after).
+_UNREAD = Body("", "", io.BytesIO().read, True, False)
 
-    With both sent, the first well-formed one (:func:`pick_request_id`); with neither, None.
-    """
-    if given is None:
-        return None if forwarded is None else forwarded.decode("latin-1")
-    if forwarded is None:
-        return given.decode("latin-1")
-    return pick_request_id(given.decode("latin-1"), forwarded.decode("latin-1"))
-
-
-# The body of a request without one: reading it gives b"", whoever reads it.
-_NO_BODY = io.BytesIO()
-# tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
-_new_body = tuple.__new__
-
-# Headers as ASGI sends them (lower-case names, bytes), for the answers that recur. The core's
-# answers end with the call's own Request-Id: what comes before it is one of a few dozen lists
-# (each reason's, each error's), encoded once; only the ID is encoded per call. Bounded, so
-# answers with descriptions (their own Content-Length) cannot grow it.
+# Headers as ASGI sends them, for the answers that recur. The core's answers end with the
+# call's own Request-Id: what comes before it is one of a few dozen lists (each reason's,
+# each error's), encoded once; only the ID is encoded per call. Bounded, so answers with
+# descriptions (their own Content-Length) cannot grow it.
 _ENCODED: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
 _ENCODED_MAX = 256
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
-def _raw_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """``headers`` as ASGI sends them: a new list each time (the server may keep or change it)."""
-    last = headers[-1] if headers else None
-    tail: list[tuple[bytes, bytes]] = []
-    if last is not None and last[0] == REQUEST_ID_HEADER:
+def asgi_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` as ASGI sends them (lower-case names, latin-1 bytes): a new list each time,
+    which the server may keep or change."""
+    if headers and (last := headers[-1])[0] == REQUEST_ID_HEADER:
         key = tuple(headers[:-1])
-        tail.append((_REQUEST_ID_NAME, last[1].encode("latin-1")))
+        tail = [(_REQUEST_ID_NAME, last[1].encode("latin-1"))]
     else:
-        key = tuple(headers)
+        key, tail = tuple(headers), []
     encoded = _ENCODED.get(key)
     if encoded is None:
         encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in key]
@@ -381,12 +277,16 @@ def _raw_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [*encoded, *tail]
 
 
-async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
-    await send({"type": "http.response.body", "body": body})
+async def _send(send: Send, answer: Answer) -> None:
+    """Write ``answer`` as ASGI's two messages."""
+    await send({"type": "http.response.start", "status": answer.status, "headers": asgi_headers(answer.headers)})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 _NOT_FOUND = b'{"error":"not_found"}'
+_NOT_FOUND_ANSWER = Answer(
+    404, [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(_NOT_FOUND)))], _NOT_FOUND
+)
 
 
 async def not_found_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -402,34 +302,18 @@ async def not_found_app(scope: Scope, receive: Receive, send: Send) -> None:
     elif scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1000})
     else:
-        headers = [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(_NOT_FOUND)))]
-        await _send(send, 404, headers, _NOT_FOUND)
+        await _send(send, _NOT_FOUND_ANSWER)
 
 
 def from_env(app: ASGIApp | None = None, environ: Mapping[str, str] | None = None) -> BackchannelFailMiddleware:
-    """Build the ASGI middleware around ``app`` from ``CIBA_*`` environment variables.
+    """Build the ASGI middleware around ``app`` (default :func:`not_found_app`) from ``CIBA_*``.
 
-    With no ``app``, it wraps :func:`not_found_app`. ``CIBA_SERVICE_ID`` and
-    ``CIBA_SERVER_ERROR_STATUS`` are read for the views, as by the Flask extension.
-    Raises :class:`ConfigurationError` naming the variable at fault.
+    It serves the health and metrics endpoints when they are configured, and reads
+    ``CIBA_SERVICE_ID`` and ``CIBA_SERVER_ERROR_STATUS`` for the views, as every integration
+    does. Raises :class:`ConfigurationError` naming the variable at fault.
     """
-    values = os.environ if environ is None else environ
-    settings = Settings.from_mapping(values)
-    if settings.metrics_path:
-        raise ConfigurationError(
-            "CIBA_METRICS_PATH is set, but the ASGI middleware does not serve metrics: unset it, "
-            "or serve the fail API through the WSGI middleware"
-        )
-    service = values.get("CIBA_SERVICE_ID") or None
-    status = server_error_status(values.get("CIBA_SERVER_ERROR_STATUS"))
-    api, _ = settings.build_api()
-    if service is not None:
-        service = view_service(service, api.verifier)
-    middleware = BackchannelFailMiddleware.around(
-        app if app is not None else not_found_app, api, service_id=service, server_error_status=status
-    )
-    log.info("fail API (ASGI) served under %s/api/, tickets in %s", settings.prefix, mask_url(settings.store_url))
-    return middleware
+    settings = Settings.from_mapping(os.environ if environ is None else environ)
+    return BackchannelFailMiddleware.around(app if app is not None else not_found_app, settings.build_api())
 
 
 class _Application:
@@ -438,37 +322,38 @@ class _Application:
     An object of the module, so every server finds it (hypercorn looks names up in the
     module's namespace); the environment is read when the server starts the app (the
     lifespan's startup) or, without a lifespan, at the first request, not at import. A bad
-    configuration fails the startup with one line (uvicorn then exits with status 3); without
-    a lifespan, every request gets a clean 500 and the error is logged.
+    configuration fails the server's first start with one line (uvicorn then exits with
+    status 3); a worker started later (:func:`~ciba_middleware.grants.first_start`) serves
+    instead, every other path as usual and the fail API a clean 500, the error in the log.
+    Without a lifespan, every request of the fail API gets that 500.
     """
 
     def __init__(self) -> None:
         self._middleware: BackchannelFailMiddleware | None = None
 
-    def _build(self) -> BackchannelFailMiddleware:
-        if self._middleware is None:
-            self._middleware = from_env()
-        return self._middleware
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            middleware = self._build()
+            middleware = self._middleware or self._build()
         except ConfigurationError as exc:
             message = f"ciba-middleware: configuration error: {exc}"
         else:
             return await middleware(scope, receive, send)
         # Outside the except clause: the server's own error, if it raises one, is not chained to ours.
         if scope["type"] == "lifespan":
+            if not first_start():
+                log.error("%s; the fail API answers 500 in this process until it is fixed", message)
+                return await not_found_app(scope, receive, send)
             await receive()  # lifespan.startup
             await send({"type": "lifespan.startup.failed", "message": message})
             return None
         log.error("%s", message)
         if scope["type"] == "http":
-            body = error_body(_UNCONFIGURED)
-            await _send(send, 500, [*HEADERS, ("Content-Length", str(len(body)))], body)
+            await _send(send, unconfigured())
         return None
 
+    def _build(self) -> BackchannelFailMiddleware:
+        self._middleware = from_env()
+        return self._middleware
 
-_UNCONFIGURED = InternalError("the fail API is not configured; see the server log.")
 
 application = _Application()

@@ -56,6 +56,9 @@ __all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORE", "EXIT_UNEXP
 log = logging.getLogger(__name__)
 
 PROG = "ciba-middleware"
+#: pyproject.toml's Documentation URL (tests/test_packaging.py keeps them equal). Until the
+#: site is published, the manual is the source distribution's docs/ (or a clone's).
+DOCS_URL = "https://ciba-middleware.github.io/ciba-middleware/"
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -227,9 +230,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"covering {_plural(len(services), 'service')} from {_grants_source(settings, middleware.verifier)}, "
         f"prefix {settings.prefix!r}, max body {settings.max_body_bytes} bytes, "
         f"ticket TTL {settings.ticket_ttl:g} s, audit log {settings.audit_log}, "
-        f"metrics {settings.metrics_path or 'off'}"
+        f"metrics {settings.metrics_path or 'off'}{_family_summary(settings, middleware)}"
     )
     return EXIT_OK
+
+
+def _family_summary(settings: Settings, middleware: Any) -> str:
+    """``check``'s words on the CIBA family, when it is configured."""
+    family = middleware.api.family
+    if settings.family is None or family is None:
+        return ""
+    key = f"{family.key.alg} key {family.key.kid}"
+    key += f" from {settings.family.signing_key_file}" if settings.family.signing_key_file else " made for this run"
+    return (
+        f"; CIBA family: {_plural(len(family.clients), 'client')} from {settings.family.clients_source}, "
+        f"issuer {settings.family.issuer}, {key}, auth_req_id lifetime {settings.family.auth_req_id_lifetime} s, "
+        f"interval {settings.family.polling_interval} s, access tokens {settings.family.access_token_lifetime} s"
+    )
 
 
 def _grants_source(settings: Settings, verifier: TokenVerifier) -> str:
@@ -492,7 +509,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_ENV_HELP
         + "\nexit codes: 0 done, 1 no such ticket (ticket show/delete), 2 bad arguments or configuration,\n"
         + "  3 ticket store failed or unreachable, 4 unexpected error\n"
-        + "\nsee 'ciba-middleware COMMAND --help' and docs/cli.md",
+        + f"\nsee '{PROG} COMMAND --help'. The manual is docs/cli.md in the source distribution\n"
+        + f"(or a clone of the repository), and once published {DOCS_URL}cli/",
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -17,7 +17,7 @@ INTERVAL``              on SIGHUP and fork
                         :data:`~ciba_middleware.stores.base.MAX_TTL`)
 ``CIBA_AUDIT_LOG``      ``on``, ``off``, ``stdout``, ``stderr`` or an       ``on`` (to logging)
                         absolute file path (:func:`~ciba_middleware.
-                        audit.route`)
+                        audit.build_audit_log`)
 ``CIBA_AUDIT_FLUSH``    seconds an audit line may wait in memory, so that   0.02
                         a busy worker's lines share write() calls; 0: each
                         line written before the answer (at most 1)
@@ -31,7 +31,24 @@ SHA256``                ``CIBA_METRICS_TOKEN``: the token in clear (dev)
 ``CIBA_HEALTH_TIMEOUT`` seconds a health probe waits for the store's ping   1
 ``CIBA_OTEL``           ``on``: a span per fail call (:mod:`ciba_middleware.   ``off``
                         otel`, the ``[otel]`` extra)
+``CIBA_PUBLIC_URL``     the server's public base URL, e.g. ``https://as.     empty: the URL each request
+                        example.com``, which DPoP proofs name in ``htu``    says it was sent to
+``CIBA_SERVICE_ID``     the service of the views' in-process calls          the grants' only service
+                        (:func:`~ciba_middleware.adapter.view_service`)
+``CIBA_SERVER_ERROR_    the client's status for ``server_error`` after a    500
+STATUS``                view's ``BackchannelFail`` (400-599)
 ======================  ==================================================  ==========================
+
+The CIBA family (:mod:`ciba_middleware.ciba`) is served when clients are configured:
+``CIBA_CLIENTS`` (JSON list) or ``CIBA_CLIENTS_FILE`` (reloaded as the tokens file is),
+``CIBA_ISSUER`` (required with them), ``CIBA_SIGNING_KEY_FILE``, ``CIBA_AUTH_REQ_ID_LIFETIME``
+(600), ``CIBA_POLLING_INTERVAL`` (5), ``CIBA_ACCESS_TOKEN_LIFETIME`` (3600), and for
+``/service/configuration`` ``CIBA_JWKS_URI``, ``CIBA_TOKEN_ENDPOINT``,
+``CIBA_BACKCHANNEL_AUTHENTICATION_ENDPOINT`` (``docs/configuration.md``).
+
+:data:`VARIABLES` lists them: the one list every integration reads (Django's
+``CIBA_MIDDLEWARE`` keys and Flask's ``app.config`` keys are these names; one it does not
+know is an error, never silently ignored).
 
 Building the API writes one start-up line per process (:meth:`Settings.build_api`): what is served,
 the store (password masked), how many grants, where audit records go.
@@ -49,13 +66,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from . import audit, health, metrics, output
+from . import audit, health, linewriter, metrics
+from .adapter import Site, server_error_status, view_service
 from .auth import StaticTokenVerifier, TokenVerifier, clear_secret_digest, hex_digest
-from .core import FailApi
+from .core import FailApi, check_public_url
 from .errors import API_PATH, ConfigurationError
 from .events import Observer
 from .grants import (
@@ -64,8 +83,10 @@ from .grants import (
     Snapshot,
     Unavailable,
     first_start,
+    last_good,
     parse_grants,
     read_snapshot,
+    remember,
 )
 from .middleware import BackchannelFailMiddleware
 from .redact import mask_url
@@ -77,7 +98,16 @@ from .stores.memory import MemoryTicketStore
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["DEFAULT_STORE_URL", "MAX_BODY_BYTES", "Settings", "degraded", "from_env", "not_found_app"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "MAX_BODY_BYTES",
+    "VARIABLES",
+    "Settings",
+    "degraded",
+    "from_env",
+    "not_found_app",
+    "unknown_variables",
+]
 
 DEFAULT_STORE_URL = "sqlite:///ciba-tickets.sqlite3"
 #: The largest ``CIBA_MAX_BODY_BYTES``: 1 MiB. A real call is well under 1 KiB, and the
@@ -87,6 +117,49 @@ MAX_BODY_BYTES = 1 << 20
 MAX_RELOAD_INTERVAL = 3600.0
 
 log = logging.getLogger(__name__)
+
+#: The CIBA family's settings beside its clients: each needs clients configured.
+_FAMILY_VARIABLES = (
+    "CIBA_ISSUER",
+    "CIBA_SIGNING_KEY_FILE",
+    "CIBA_AUTH_REQ_ID_LIFETIME",
+    "CIBA_POLLING_INTERVAL",
+    "CIBA_ACCESS_TOKEN_LIFETIME",
+    "CIBA_JWKS_URI",
+    "CIBA_TOKEN_ENDPOINT",
+    "CIBA_BACKCHANNEL_AUTHENTICATION_ENDPOINT",
+)
+
+#: Every ``CIBA_*`` variable the package reads: the one list of settings.
+VARIABLES = (
+    "CIBA_STORE_URL",
+    "CIBA_TOKENS",
+    "CIBA_TOKENS_FILE",
+    "CIBA_TOKENS_RELOAD_INTERVAL",
+    "CIBA_PATH_PREFIX",
+    "CIBA_MAX_BODY_BYTES",
+    "CIBA_TICKET_TTL",
+    "CIBA_AUDIT_LOG",
+    "CIBA_AUDIT_FLUSH",
+    "CIBA_METRICS_PATH",
+    "CIBA_METRICS_TOKEN_SHA256",
+    "CIBA_METRICS_TOKEN",
+    "CIBA_HEALTH_PATH",
+    "CIBA_HEALTH_TIMEOUT",
+    "CIBA_OTEL",
+    "CIBA_PUBLIC_URL",
+    "CIBA_SERVICE_ID",
+    "CIBA_SERVER_ERROR_STATUS",
+    # The CIBA family (ciba_middleware.ciba): its clients, then the rest of its settings.
+    "CIBA_CLIENTS",
+    "CIBA_CLIENTS_FILE",
+    *_FAMILY_VARIABLES,
+)
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """The ``CIBA_*`` names among ``names`` that are not settings (:data:`VARIABLES`), sorted."""
+    return sorted(n for n in names if n.startswith("CIBA_") and n not in VARIABLES)
 
 
 @dataclass(frozen=True)
@@ -112,7 +185,7 @@ class Settings:
     #: ``CIBA_AUDIT_LOG``: ``on``, ``off``, ``stdout``, ``stderr`` or an absolute path.
     audit_log: str = "on"
     #: ``CIBA_AUDIT_FLUSH``: seconds an audit line may wait before it is written.
-    audit_flush: float = output.DEFAULT_DELAY
+    audit_flush: float = linewriter.DEFAULT_DELAY
     #: ``CIBA_METRICS_PATH``; empty: no metrics.
     metrics_path: str = ""
     #: SHA-256 (hex) of the metrics endpoint's token; a clear token is hashed when read.
@@ -122,6 +195,14 @@ class Settings:
     health_timeout: float = health.DEFAULT_TIMEOUT
     #: ``CIBA_OTEL``: a span per call through OpenTelemetry.
     otel: bool = False
+    #: The CIBA family's settings (:class:`FamilySettings`); None: the family is not served.
+    family: FamilySettings | None = None
+    #: ``CIBA_PUBLIC_URL``: the server's public base URL, for DPoP's ``htu``; empty: none.
+    public_url: str = ""
+    #: ``CIBA_SERVICE_ID``: the views' service; empty: the grants' only service.
+    service_id: str = ""
+    #: ``CIBA_SERVER_ERROR_STATUS``: the client's status for ``server_error``.
+    server_error_status: int = 500
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -161,9 +242,9 @@ class Settings:
             audit_flush=_number(
                 values,
                 "CIBA_AUDIT_FLUSH",
-                output.DEFAULT_DELAY,
-                maximum=output.MAX_DELAY,
-                what=f"a number of seconds from 0 to {output.MAX_DELAY:g}",
+                linewriter.DEFAULT_DELAY,
+                maximum=linewriter.MAX_DELAY,
+                what=f"a number of seconds from 0 to {linewriter.MAX_DELAY:g}",
             ),
             tokens_reload_interval=interval,
             **_grants(values),
@@ -171,6 +252,10 @@ class Settings:
             health_timeout=health_timeout,
             otel=_switch(values, "CIBA_OTEL"),
             **_metrics(values),
+            family=_family(values, interval),
+            public_url=_public_url(values),
+            service_id=_service_id(values),
+            server_error_status=server_error_status(values.get("CIBA_SERVER_ERROR_STATUS")),
         )
 
     @classmethod
@@ -206,25 +291,28 @@ class Settings:
 
     def build_api(
         self,
-        app: WSGIApplication | None = None,
         *,
         observers: Sequence[Observer] = (),
         verifier: TokenVerifier | None = None,
         announce: bool = True,
-    ) -> tuple[FailApi, WSGIApplication | None]:
-        """The transport-free :class:`~ciba_middleware.core.FailApi` these settings describe.
+        views: bool = False,
+    ) -> Site:
+        """Everything these settings describe, for any adapter: the transport-free
+        :class:`~ciba_middleware.core.FailApi`, the health and metrics endpoints when
+        configured, and what views need (:class:`~ciba_middleware.adapter.Site`).
 
-        The tracing, audit log and metrics observers come first, then ``observers``. With
-        ``CIBA_METRICS_PATH``, ``app`` comes back wrapped in a
-        :class:`~ciba_middleware.metrics.MetricsMiddleware` that serves them (for adapters
-        that wrap a WSGI app), and with ``CIBA_HEALTH_PATH`` in a
-        :class:`~ciba_middleware.health.HealthMiddleware`; otherwise it comes back as given.
+        The tracing, audit log and metrics observers come first, then ``observers``.
         ``verifier`` (default: :meth:`build_verifier`) lets processes forked from one that
         built it share it. Writes the start-up line (once per process and line) unless
-        ``announce`` is false (a build that only checks the configuration).
+        ``announce`` is false (a build that only checks the configuration). With ``views``
+        (Flask's and Django's integrations, whose views fail in process) the views' service
+        is settled now, before anything is opened: ``CIBA_SERVICE_ID``, else the only service
+        of the grants, else a :class:`ConfigurationError`; without, it is looked up when a
+        view first needs it.
         """
         if verifier is None:
             verifier = self.build_verifier()
+        service_id = view_service(self.service_id or None, verifier) if self.service_id or views else None
         chain: list[Observer] = []
         if self.otel:
             from .otel import Tracing
@@ -237,10 +325,11 @@ class Settings:
         audit_log: audit.AuditLog | None = None
         if self.audit_log != "off":
             try:
-                audit_log = audit.route(self.audit_log, services=_services(verifier), delay=self.audit_flush)
+                audit_log = audit.build_audit_log(self.audit_log, services=_services(verifier), delay=self.audit_flush)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CIBA_AUDIT_LOG: {exc}") from None
             chain.append(audit_log)
+        scrapes: metrics.MetricsEndpoint | None = None
         if self.metrics_path:
             try:
                 collected = metrics.Metrics()
@@ -249,24 +338,31 @@ class Settings:
             chain.append(collected)
             if isinstance(verifier, ReloadingVerifier):
                 collected.count_reload_failures(verifier)
-            if app is not None:
-                app = metrics.MetricsMiddleware(
-                    app, metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
-                )
+            scrapes = metrics.MetricsEndpoint(
+                metrics=collected, path=self.metrics_path, token_sha256=self.metrics_token_sha256
+            )
         chain.extend(observers)
         store = self.build_store()
         try:
-            if self.health_path and app is not None:
-                app = health.HealthMiddleware(app, store=store, path=self.health_path, timeout=self.health_timeout)
+            probe = None
+            if self.health_path:
+                probe = health.HealthEndpoint(store=store, path=self.health_path, timeout=self.health_timeout)
+            family = self.family.build(store) if self.family is not None else None
             api = FailApi(
-                store=store, verifier=verifier, prefix=self.prefix, max_body_bytes=self.max_body_bytes, observers=chain
+                store=store,
+                verifier=verifier,
+                prefix=self.prefix,
+                max_body_bytes=self.max_body_bytes,
+                observers=chain,
+                public_url=self.public_url,
+                family=family,
             )
         except BaseException:
             store.close()
             raise
         if announce:
             _announce(self.describe(_services(verifier) or frozenset(), audit_log))
-        return api, app
+        return Site(api, probe, scrapes, service_id, self.server_error_status)
 
     def describe(self, services: frozenset[str], audit_log: audit.AuditLog | None) -> str:
         """The start-up line: routes, store (password masked), grants, where audit records go."""
@@ -279,6 +375,14 @@ class Settings:
         )
         if self.otel:
             extras += "; OpenTelemetry spans on"
+        if self.public_url:
+            extras += f"; public URL {self.public_url}"
+        if self.family is not None:
+            extras += (
+                f"; CIBA family at {base}[/{{serviceId}}]/backchannel/authentication[/issue|/complete], "
+                f"/auth/token, /auth/introspection, /service/jwks/get, /service/configuration "
+                f"({_plural(len(self.family.clients), 'client')} from {self.family.clients_source})"
+            )
         return (
             f"fail API at POST {base}/{{serviceId}}{API_PATH} (v3) and POST {base}{API_PATH} (v2); "
             f"store {mask_url(self.store_url)}; {_plural(len(self.grants), 'grant')} covering "
@@ -292,16 +396,12 @@ class Settings:
         observers: Sequence[Observer] = (),
         verifier: TokenVerifier | None = None,
         announce: bool = True,
+        views: bool = False,
     ) -> BackchannelFailMiddleware:
-        """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter).
-
-        With ``CIBA_METRICS_PATH``, ``app`` is wrapped in a :class:`~ciba_middleware.metrics.
-        MetricsMiddleware` inside the fail middleware, so the result is still a
-        :class:`BackchannelFailMiddleware`.
-        """
-        api, inner = self.build_api(app, observers=observers, verifier=verifier, announce=announce)
-        assert inner is not None
-        return BackchannelFailMiddleware.around(inner, api)
+        """The WSGI middleware around ``app`` (:meth:`build_api`, then the adapter), serving
+        the health and metrics endpoints too when they are configured."""
+        site = self.build_api(observers=observers, verifier=verifier, announce=announce, views=views)
+        return BackchannelFailMiddleware.around(app, site)
 
 
 def degraded(app: WSGIApplication, problem: str) -> BackchannelFailMiddleware:
@@ -333,13 +433,13 @@ _announced: set[tuple[int, str]] = set()
 def _announce(line: str) -> None:
     """Write the start-up ``line`` once per process: at INFO under ``ciba_middleware.config``
     when the app's logging has a handler for it, else to stderr as ``ciba-middleware: ...``
-    (:func:`ciba_middleware.output.destination`)."""
+    (:func:`ciba_middleware.linewriter.destination`)."""
     key = (os.getpid(), line)
     if key in _announced:
         return
     _announced.add(key)
-    target = output.destination(log, logging.INFO)
-    if isinstance(target, output.LineHandler):
+    target = linewriter.destination(log, logging.INFO)
+    if isinstance(target, linewriter.LineHandler):
         target.write(f"ciba-middleware: {line}")
     elif target is not None:
         log.info("%s", line)
@@ -415,11 +515,17 @@ def _grants(values: Mapping[str, Any]) -> dict[str, Any]:
     try:
         snapshot = read_snapshot(path)
     except ConfigurationError as exc:
+        kept = last_good(path)
+        if kept is not None:
+            # A worker replacing another of a server that read a good file: it serves
+            # those grants, and takes the file again as soon as it is good.
+            log.error("%s; the last good grants of this server stay in force (version %s)", exc, kept.version)
+            return {**found, "grants": kept.grants, "tokens_snapshot": kept, "tokens_refused": str(exc)}
         if first_start():
             raise
-        # A worker replacing one that had good grants: serve, and wait for a good file.
         log.error("%s; this process answers the fail API with 500 until the file is fixed", exc)
         return {**found, "tokens_refused": str(exc)}
+    remember(path, snapshot)
     return {**found, "grants": snapshot.grants, "tokens_snapshot": snapshot}
 
 
@@ -481,6 +587,22 @@ def _switch(values: Mapping[str, Any], name: str) -> bool:
     raise ConfigurationError(f"{name} must be on or off, not {value!r}")
 
 
+def _public_url(values: Mapping[str, Any]) -> str:
+    url = _text(values, "CIBA_PUBLIC_URL", "")
+    return check_public_url(url, "CIBA_PUBLIC_URL") if url else ""
+
+
+def _service_id(values: Mapping[str, Any]) -> str:
+    value = values.get("CIBA_SERVICE_ID")
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)  # as Flask's from_prefixed_env leaves FLASK_CIBA_SERVICE_ID=715948317
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"CIBA_SERVICE_ID must be a service ID (a string), not {value!r}")
+    return value.strip()
+
+
 def _health(values: Mapping[str, Any]) -> tuple[str, float]:
     path = _text(values, "CIBA_HEALTH_PATH", "")
     timeout = _number(
@@ -506,3 +628,183 @@ def _health(values: Mapping[str, Any]) -> tuple[str, float]:
     if timeout > health.MAX_TIMEOUT:
         raise ConfigurationError(f"CIBA_HEALTH_TIMEOUT must be at most {health.MAX_TIMEOUT:g} seconds, not {timeout:g}")
     return path, timeout
+
+
+# -- the CIBA family --------------------------------------------------------------------
+
+#: The bounds of the family's durations, in seconds.
+MAX_LIFETIME = 86400
+MAX_ACCESS_TOKEN_LIFETIME = 30 * 86400
+MAX_POLLING_INTERVAL = 600
+
+
+@dataclass(frozen=True)
+class FamilySettings:
+    """The checked ``CIBA_*`` settings of the CIBA family (``docs/configuration.md``)."""
+
+    clients: tuple[Mapping[str, Any], ...]
+    clients_source: str
+    issuer: str
+    clients_file: str = ""
+    clients_snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+    clients_refused: str | None = None
+    clients_reload_interval: float = DEFAULT_INTERVAL
+    signing_key_file: str = ""
+    auth_req_id_lifetime: int = 600
+    polling_interval: int = 5
+    access_token_lifetime: int = 3600
+    jwks_uri: str | None = None
+    token_endpoint: str | None = None
+    backchannel_authentication_endpoint: str | None = None
+
+    def build_clients(self) -> Any:
+        """A :class:`~ciba_middleware.ciba.clients.ClientRegistry`, or the reloading file's."""
+        from .ciba.clients import ClientRegistry, ReloadingClients
+
+        if self.clients_file:
+            return ReloadingClients(
+                self.clients_file,
+                self.clients_snapshot,
+                interval=self.clients_reload_interval,
+                refused=self.clients_refused,
+            ).registry
+        try:
+            return ClientRegistry(self.clients)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"CIBA_CLIENTS: {exc}") from None
+
+    def build_key(self) -> Any:
+        """The ID tokens' :class:`~ciba_middleware.ciba.keys.SigningKey`."""
+        from .ciba.keys import SigningKey
+
+        try:
+            if self.signing_key_file:
+                return SigningKey.from_file(self.signing_key_file)
+            return SigningKey.generate()
+        except ConfigurationError as exc:
+            text = str(exc)
+            raise ConfigurationError(
+                text if text.startswith("CIBA_SIGNING_KEY_FILE") else f"CIBA_SIGNING_KEY_FILE: {text}"
+            ) from None
+
+    def build(self, store: TicketStore) -> Any:
+        """The :class:`~ciba_middleware.ciba.family.Family` on ``store``."""
+        from .ciba.family import Family, FamilyOptions
+
+        options = FamilyOptions(
+            issuer=self.issuer,
+            auth_req_id_lifetime=self.auth_req_id_lifetime,
+            interval=self.polling_interval,
+            access_token_lifetime=self.access_token_lifetime,
+            jwks_uri=self.jwks_uri,
+            token_endpoint=self.token_endpoint,
+            backchannel_authentication_endpoint=self.backchannel_authentication_endpoint,
+        )
+        try:
+            return Family(store=store, clients=self.build_clients(), key=self.build_key(), options=options)
+        except ConfigurationError as exc:
+            text = str(exc)
+            if text.startswith("the CIBA family keeps records"):
+                raise ConfigurationError(f"CIBA_STORE_URL: {text}") from None
+            raise
+
+
+def _family(values: Mapping[str, Any], interval: float) -> FamilySettings | None:
+    """The family's settings, or None when no client is configured (then none of its
+    variables may be set)."""
+    from .ciba.clients import parse_clients, read_clients
+
+    inline = values.get("CIBA_CLIENTS")
+    path = values.get("CIBA_CLIENTS_FILE")
+    if inline not in (None, "") and path not in (None, ""):
+        raise ConfigurationError("set CIBA_CLIENTS or CIBA_CLIENTS_FILE, not both")
+    if inline in (None, "") and path in (None, ""):
+        for name in _FAMILY_VARIABLES:
+            if values.get(name) not in (None, ""):
+                raise ConfigurationError(
+                    f"{name} is set but neither CIBA_CLIENTS nor CIBA_CLIENTS_FILE: no CIBA client"
+                )
+        return None
+    found: dict[str, Any] = {}
+    if inline not in (None, ""):
+        # Checked whole when the API is built (build_clients), which check does too.
+        found.update(clients=parse_clients(inline, "CIBA_CLIENTS"), clients_source="CIBA_CLIENTS")
+    else:
+        file = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+        found.update(clients_source="CIBA_CLIENTS_FILE", clients_file=file, clients_reload_interval=interval)
+        try:
+            snapshot = read_clients(file)
+        except ConfigurationError as exc:
+            if first_start():
+                raise
+            log.error("%s; this process serves no CIBA client until the file is fixed", exc)
+            found.update(clients=(), clients_refused=str(exc))
+        else:
+            found.update(clients=snapshot.grants, clients_snapshot=snapshot)
+    issuer = _text(values, "CIBA_ISSUER", "")
+    if not issuer:
+        raise ConfigurationError("CIBA_ISSUER is not set: the ID tokens of the CIBA clients need an issuer (iss)")
+    _url(issuer, "CIBA_ISSUER", query=False)
+    key_file = _text(values, "CIBA_SIGNING_KEY_FILE", "")
+    urls: dict[str, Any] = {}
+    for name, key in (
+        ("CIBA_JWKS_URI", "jwks_uri"),
+        ("CIBA_TOKEN_ENDPOINT", "token_endpoint"),
+        ("CIBA_BACKCHANNEL_AUTHENTICATION_ENDPOINT", "backchannel_authentication_endpoint"),
+    ):
+        value = _text(values, name, "")
+        if value:
+            _url(value, name, query=True)
+            urls[key] = value
+    settings = FamilySettings(
+        **found,
+        issuer=issuer,
+        signing_key_file=key_file,
+        auth_req_id_lifetime=_number(
+            values,
+            "CIBA_AUTH_REQ_ID_LIFETIME",
+            600,
+            integer=True,
+            minimum=1,
+            maximum=MAX_LIFETIME,
+            what=f"a whole number of seconds from 1 to {MAX_LIFETIME}",
+        ),
+        polling_interval=_number(
+            values,
+            "CIBA_POLLING_INTERVAL",
+            5,
+            integer=True,
+            minimum=0,
+            maximum=MAX_POLLING_INTERVAL,
+            what=f"a whole number of seconds from 0 to {MAX_POLLING_INTERVAL}",
+        ),
+        access_token_lifetime=_number(
+            values,
+            "CIBA_ACCESS_TOKEN_LIFETIME",
+            3600,
+            integer=True,
+            minimum=1,
+            maximum=MAX_ACCESS_TOKEN_LIFETIME,
+            what=f"a whole number of seconds from 1 to {MAX_ACCESS_TOKEN_LIFETIME}",
+        ),
+        **urls,
+    )
+    if key_file:
+        settings.build_key()  # a bad key stops the start, here
+    return settings
+
+
+def _url(value: str, name: str, *, query: bool) -> None:
+    """An https URL (http only to localhost, for development), or ConfigurationError naming ``name``."""
+    parts = urlsplit(value)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if (
+        not parts.hostname
+        or (parts.scheme != "https" and not (parts.scheme == "http" and local))
+        or parts.fragment
+        or (parts.query and not query)
+    ):
+        raise ConfigurationError(
+            f"{name} must be an https URL{'' if query else ' without query'} or fragment "
+            f"(http only for localhost), not {_shown(value)}"
+        )

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ __all__ = [
     "REPLAY_TTL",
     "challenge",
     "check_proof",
-    "request_url",
+    "quoted_path",
     "thumbprint",
     "token_hash",
 ]
@@ -102,13 +103,10 @@ def token_hash(token: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def request_url(scheme: str, host: str, path: str) -> str:
-    """The URL a request was sent to, from what a WSGI server has (``host`` with its port).
-
-    ``path`` is the raw path decoded as latin-1 (PEP 3333), percent-encoded again here.
-    """
-    raw = quote(path.encode("latin-1", "replace"), safe="/;=,@:!$&'()*+~")
-    return f"{scheme}://{host}{raw}"
+def quoted_path(path: str) -> str:
+    """A request's path as a URL has it: ``path`` is the raw bytes decoded as latin-1
+    (PEP 3333), percent-encoded again here (:func:`ciba_middleware.core.request_url`)."""
+    return quote(path.encode("latin-1", "replace"), safe="/;=,@:!$&'()*+~")
 
 
 def normal_url(url: str) -> str | None:
@@ -185,6 +183,8 @@ def check_proof(
         header = json.loads(_b64decode(proof.partition(".")[0]))
     except ValueError:
         raise _refuse("the DPoP proof's JOSE header is not base64url JSON.") from None
+    except RecursionError:
+        raise _refuse("the DPoP proof's JOSE header nests too deeply.") from None
     if not isinstance(header, dict):
         raise _refuse("the DPoP proof's JOSE header is not a JSON object.")
     typ = header.get("typ")
@@ -216,6 +216,8 @@ def check_proof(
         claims = json.loads(payload)
     except ValueError:
         raise _refuse("the DPoP proof's payload is not JSON.") from None
+    except RecursionError:
+        raise _refuse("the DPoP proof's payload nests too deeply.") from None
     if not isinstance(claims, dict):
         raise _refuse("the DPoP proof's payload is not a JSON object.")
     _check_claims(claims, method=method, url=url, token=token, require_ath=require_ath, now=now)
@@ -240,7 +242,9 @@ def _check_claims(
     if not isinstance(htu, str) or expected is None or normal_url(htu) != expected:
         raise _refuse("the DPoP proof's htu is not this request's URL.")
     iat = claims.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, int | float):
+    # NaN (which Python's json reads) compares false with everything, so it would pass both
+    # bounds below; infinities are no time either.
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
         raise _refuse("the DPoP proof needs a numeric iat.")
     current = time.time() if now is None else now
     if iat < current - MAX_AGE:

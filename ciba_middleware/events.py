@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .auth import Principal
 from .reasons import Action, Reason
 
-__all__ = ["FailEvent", "Observer", "notify", "outcome"]
+if TYPE_CHECKING:
+    from .ciba.answers import ApiAction
+
+__all__ = ["FailEvent", "Observer", "by_position", "notify", "outcome"]
 
 log = logging.getLogger(__name__)
 
 
 class FailEvent(NamedTuple):
-    """One call of the fail API, over HTTP or in process. Never holds a secret or a clear ticket.
+    """One call of the fail API, or of the CIBA family (``endpoint`` set), over HTTP or in
+    process. Never holds a secret or a clear ticket.
 
     A named tuple, immutable as a frozen dataclass would be, but built four times faster
     (measured: about 0.8 us against 3 us for twenty fields), and it is built on every
@@ -38,7 +42,8 @@ class FailEvent(NamedTuple):
     status: int
     result_code: str
     reason: Reason | None = None
-    action: Action | None = None
+    #: The answer's ``action``: the fail API's, or a family route's (:class:`ApiAction`).
+    action: Action | ApiAction | None = None
     #: :func:`ciba_middleware.stores.ticket_hash` of the ticket, when one was given.
     ticket_hash: str | None = None
     #: Whether a ticket was deleted; None when no ticket was looked up.
@@ -59,6 +64,8 @@ class FailEvent(NamedTuple):
     #: (:mod:`ciba_middleware.otel`) for the observers after it.
     trace_id: str | None = None
     span_id: str | None = None
+    #: The family's route (``auth/token``, ...), or None for the fail API.
+    endpoint: str | None = None
 
     def service(self, configured: Collection[str] | None = None) -> str | None:
         """The service this call may be logged or counted under, or None.
@@ -78,6 +85,18 @@ class FailEvent(NamedTuple):
         return None
 
 
+def by_position(names: tuple[str, ...], where: str) -> None:
+    """Check, once at import, that code building or reading events by position (``where``)
+    lists :class:`FailEvent`'s fields in their order.
+
+    The hot path builds an event with ``tuple.__new__`` and the audit line unpacks it, both by
+    position (:mod:`ciba_middleware.tuples`): a field added or moved here would otherwise shift
+    every value after it without an error.
+    """
+    if names != FailEvent._fields:
+        raise ImportError(f"{where} lists FailEvent's fields as {names}, not in their order {FailEvent._fields}")
+
+
 #: Called with each event; may return a new one for the observers that follow (or None).
 Observer = Callable[[FailEvent], "FailEvent | None"]
 
@@ -88,7 +107,8 @@ def outcome(event: FailEvent) -> str:
     ``deleted`` (a ticket was deleted), ``not_found`` (a ticket was given but not found,
     expired, of another service or malformed), ``no_ticket`` (none given), ``rejected``
     (the call itself was refused: 4xx), ``store_error`` (the ticket store failed) or
-    ``error`` (any other 5xx).
+    ``error`` (any other 5xx). A call of the CIBA family that was answered (200, whatever
+    its action) is ``answered``.
     """
     if event.store_error:
         return "store_error"
@@ -96,6 +116,8 @@ def outcome(event: FailEvent) -> str:
         return "error"
     if event.status != 200:
         return "rejected"
+    if event.endpoint is not None:
+        return "answered"
     if event.deleted is None:
         return "no_ticket"
     return "deleted" if event.deleted else "not_found"

@@ -18,8 +18,9 @@ The only module of the package that imports Flask (``pip install ciba-middleware
         ...
         raise BackchannelFail(Reason.UNKNOWN_USER_ID, ticket=ticket)
 
-The extension reads the ``CIBA_*`` keys of ``app.config`` that :class:`ciba_middleware.Settings`
-knows, plus two of its own:
+The extension reads the ``CIBA_*`` keys of ``app.config``: the variables of
+:data:`ciba_middleware.config.VARIABLES`, every one of them (a ``CIBA_*`` key that is not one
+is an error at ``init_app``, never silently ignored). Two concern the views:
 
 ``CIBA_SERVICE_ID``
     The service whose tickets this app issues and fails in process. May be left out when
@@ -32,26 +33,22 @@ knows, plus two of its own:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from flask import Flask, Response, current_app
 
-from .config import Settings
+from .adapter import BackchannelFail
+from .config import Settings, unknown_variables
 from .errors import ConfigurationError
 from .events import Observer
 from .middleware import BackchannelFailMiddleware
 from .reasons import Reason
-from .redact import mask_url
-from .response import FailResponse, client_response
-from .stores.base import TicketStore, ticket_hash
-from .views import BackchannelFail, server_error_status, view_service
+from .response import FailResponse
+from .stores.base import TicketStore
 
-__all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState"]
-
-log = logging.getLogger(__name__)
+__all__ = ["EXTENSION_KEY", "BackchannelFail", "CibaMiddleware", "CibaState", "FlaskExtension"]
 
 #: Where the extension keeps its state: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY = "ciba_middleware"
@@ -103,31 +100,23 @@ class CibaMiddleware:
     def init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError("CibaMiddleware is already initialised on this app")
+        unknown = unknown_variables(app.config)
+        if unknown:
+            raise ConfigurationError(f"app.config has CIBA_* keys that are not settings: {', '.join(unknown)}")
         settings = Settings.from_mapping(app.config)
-        # Everything that can be refused without opening anything comes first; then the
-        # store (threads and connections, for some backends), closed again if the rest fails.
-        verifier = settings.build_verifier()
-        service_id = view_service(app.config.get("CIBA_SERVICE_ID"), verifier)
-        error_status = server_error_status(app.config.get("CIBA_SERVER_ERROR_STATUS"))
-        middleware = settings.build_middleware(app.wsgi_app, observers=self.observers, verifier=verifier)
+        # The views' service is settled before the store is opened (views=True).
+        middleware = settings.build_middleware(app.wsgi_app, observers=self.observers, views=True)
         try:
-            state = CibaState(
-                middleware=middleware,
-                settings=settings,
-                service_id=service_id,
-                server_error_status=error_status,
-            )
             app.register_error_handler(BackchannelFail, _handle_backchannel_fail)
         except BaseException:
             middleware.store.close()
             raise
         app.wsgi_app = middleware  # type: ignore[method-assign]
-        app.extensions[EXTENSION_KEY] = state
-        log.info(
-            "fail API served under %s/api/ for service %s, tickets in %s",
-            settings.prefix,
-            state.service_id,
-            mask_url(settings.store_url),
+        app.extensions[EXTENSION_KEY] = CibaState(
+            middleware=middleware,
+            settings=settings,
+            service_id=middleware.service_id,
+            server_error_status=middleware.server_error_status,
         )
 
     @staticmethod
@@ -163,12 +152,10 @@ class CibaMiddleware:
 
 
 def _handle_backchannel_fail(error: BackchannelFail) -> Response:
-    state = CibaMiddleware.state()
-    answer = state.middleware.fail(state.service_id, error.ticket, error.reason, error.description, error.uri)
-    log.debug(
-        "backchannel authentication request failed: %s, ticket %s",
-        error.reason.value,
-        ticket_hash(error.ticket) if error.ticket else None,
-    )
-    reply = client_response(answer, server_error_status=state.server_error_status)
-    return Response(reply.body, status=reply.status, headers=reply.headers)
+    answer = CibaMiddleware.state().middleware.view_failed(error)
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+#: The Flask extension by what it is, beside the Django middleware
+#: (:class:`ciba_middleware.django.CibaMiddleware`).
+FlaskExtension = CibaMiddleware

@@ -11,23 +11,34 @@ replaces the grants in force. A bad one, or one caught half written, is refused 
 ERROR line naming the file and the problem; the last good grants stay in force, and the
 file is read again when it changes. Nothing here ever raises out of a fail call except
 :class:`GrantsUnavailable`, the contract's 500, and only in a process that never had good
-grants (see :func:`first_start`).
+grants and whose server never had any either.
+
+Only the server's very first load may refuse to start on a bad file (:func:`first_start`).
+Every later load keeps the last good grants, whatever the server: a worker process that
+replaces another (gunicorn with any worker class, ``uvicorn --workers``, hypercorn, the
+child of Django's autoreloader, uWSGI's workers and its re-executed master) finds them in
+:func:`last_good`, a copy its server's earlier workers left in a private directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -41,8 +52,10 @@ __all__ = [
     "Snapshot",
     "Unavailable",
     "first_start",
+    "last_good",
     "parse_grants",
     "read_snapshot",
+    "remember",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +79,8 @@ class Snapshot:
     digest: str
     #: ``os.stat`` of the file before it was read (what a later look compares with).
     signature: tuple[int, ...] | None
+    #: The file's bytes, for :func:`remember`.
+    content: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def version(self) -> str:
@@ -91,11 +106,18 @@ def parse_grants(raw: object, name: str) -> tuple[Mapping[str, Any], ...]:
     return tuple(raw)
 
 
-def read_snapshot(path: str, name: str = "CIBA_TOKENS_FILE") -> Snapshot:
-    """Read and validate the grants file at ``path``, or raise ConfigurationError naming ``name``."""
+def read_snapshot(
+    path: str,
+    name: str = "CIBA_TOKENS_FILE",
+    validate: Callable[[bytes, str], tuple[tuple[Mapping[str, Any], ...], Any]] | None = None,
+) -> Snapshot:
+    """Read and validate the grants file at ``path``, or raise ConfigurationError naming ``name``.
+
+    ``validate`` reads another kind of file the same way (``CIBA_CLIENTS_FILE``).
+    """
     data, signature = _read_file(path, name)
-    grants, verifier = _validate(data, f"{name} {path!r}")
-    return Snapshot(grants, verifier, hashlib.sha256(data).hexdigest(), signature)
+    grants, verifier = (validate or _validate)(data, f"{name} {path!r}")
+    return Snapshot(grants, verifier, hashlib.sha256(data).hexdigest(), signature, data)
 
 
 def _read_file(path: str, name: str) -> tuple[bytes, tuple[int, ...]]:
@@ -126,24 +148,153 @@ def _validate(data: bytes, named: str) -> tuple[tuple[Mapping[str, Any], ...], S
 
 
 def first_start() -> bool:
-    """Whether this process is part of the server's first start, where bad configuration
+    """Whether this load is part of the server's very first start, where a bad configuration
     must stop the server rather than be served around.
 
-    True everywhere except in a gunicorn worker started after the first ones: a worker
-    whose age (gunicorn numbers the workers it spawns) is beyond ``--workers``, because a
-    SIGHUP, ``--max-requests`` or a crash replaced one. gunicorn stops the whole server
-    when a worker fails to boot, so such a worker must boot, and serve what it can.
+    False in a worker process whose server already loaded the app once (:func:`last_good`
+    has a record of it), and in a gunicorn worker beyond the first ``--workers`` (its age,
+    gunicorn's count of workers spawned, is beyond it: a SIGHUP, ``--max-requests`` or a
+    crash replaced one). Such a worker must boot, whatever it finds: gunicorn, hypercorn and
+    uvicorn stop (or crash-loop) the whole server when a worker fails to.
     """
-    # A gunicorn worker handles SIGTERM with a bound method of itself, set before the app
-    # is imported: the one handle this process has on which worker it is.
+    worker = _gunicorn_worker()
+    if worker is not None:
+        age = getattr(worker, "age", None)
+        workers = getattr(getattr(worker, "cfg", None), "workers", None)
+        if isinstance(age, int) and isinstance(workers, int) and age > workers:
+            return False
+    folder = _records()
+    return folder is None or not any(folder[0].glob(f"{folder[1]}-*"))
+
+
+def last_good(path: str, name: str = "CIBA_TOKENS_FILE") -> Snapshot | None:
+    """The last good grants of ``path`` that an earlier load of this server recorded
+    (:func:`remember`), or None: in the server's first start, outside a worker process, or
+    when no good file was ever read."""
+    record = _record(path)
+    if record is None:
+        return None
+    try:
+        data = record.read_bytes()
+        grants, verifier = _validate(data, f"{name} {path!r} (last good copy)")
+    except (OSError, ConfigurationError):
+        return None
+    return Snapshot(grants, verifier, hashlib.sha256(data).hexdigest(), None, data)
+
+
+def remember(path: str, snapshot: Snapshot) -> None:
+    """Record ``snapshot`` as the last good grants of ``path`` for the later loads of this
+    server (a worker replacing another); nothing outside a worker process.
+
+    The copy is the file's own bytes, in a directory only this user can read
+    (``$TMPDIR/ciba-middleware-<uid>``), one file per server process and path; the records
+    of servers that are gone are removed on the way.
+    """
+    record = _record(path)
+    if record is None or not snapshot.content:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if record.read_bytes() == snapshot.content:
+                return
+        temporary = record.with_name(f".{record.name}.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(snapshot.content)
+        os.replace(temporary, record)
+        _forget_gone(record.parent)
+    except OSError as exc:
+        log.warning("could not keep a copy of the last good %s for later workers: %s", path, exc)
+
+
+def _record(path: str) -> Path | None:
+    folder = _records()
+    if folder is None:
+        return None
+    directory, server = folder
+    key = hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return directory / f"{server}-{key}"
+
+
+def _records() -> tuple[Path, str] | None:
+    """This user's directory of records and the name of this process's server in it
+    (``pid.starttime``), or None outside a worker process or where either is unknown."""
+    server = _server_pid()
+    if server is None:
+        return None
+    started = _start_time(server)
+    if started is None:
+        return None
+    directory = Path(tempfile.gettempdir()) / f"ciba-middleware-{os.getuid()}"
+    try:
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    # Another user's directory, or one others may write into: not trusted.
+    if not os.path.isdir(directory) or os.path.islink(directory) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return directory, f"{server}.{started}"
+
+
+def _server_pid() -> int | None:
+    """The process that started this one as a worker, whose later workers share its records;
+    None when this process is not a worker (it is the server: its own start is the first)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid:
+        return parent.pid  # uvicorn --workers, hypercorn: spawned workers
+    if os.environ.get("RUN_MAIN") == "true":
+        return os.getppid()  # Django's runserver: the autoreloader's child
+    if _gunicorn_worker() is not None:
+        return os.getppid()
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is not None:
+        # Workers forked from the master; a SIGHUP re-executes the master in the same process.
+        with contextlib.suppress(Exception):
+            master: int = uwsgi.masterpid()
+            return master or os.getpid()
+    return None
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), to tell it from a later one with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _forget_gone(directory: Path) -> None:
+    for record in directory.glob("*-*"):
+        pid, _, started = record.name.partition("-")[0].partition(".")
+        if pid.isdigit() and _start_time(int(pid)) != started:
+            with contextlib.suppress(OSError):
+                record.unlink()
+
+
+_workers: dict[int, Any] = {}
+
+
+def _gunicorn_worker() -> Any:
+    """This process's gunicorn worker object, or None outside gunicorn's workers."""
+    pid = os.getpid()
+    if pid not in _workers:
+        _workers[pid] = _find_gunicorn_worker(pid)
+    return _workers[pid]
+
+
+def _find_gunicorn_worker(pid: int) -> Any:
+    base = sys.modules.get("gunicorn.workers.base")
+    if base is None:
+        return None
+    # A sync worker handles SIGTERM with a bound method of itself, set before the app is
+    # imported; other worker classes (uvicorn's) replace the handler before the app starts.
     worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    if not type(worker).__module__.startswith("gunicorn."):
-        return True
-    age = getattr(worker, "age", None)
-    workers = getattr(getattr(worker, "cfg", None), "workers", None)
-    if not isinstance(age, int) or not isinstance(workers, int):
-        return True
-    return age <= workers
+    if isinstance(worker, base.Worker):
+        return worker
+    return next((o for o in gc.get_objects() if isinstance(o, base.Worker) and o.pid == pid), None)
 
 
 class Unavailable:
@@ -169,6 +320,9 @@ class Unavailable:
 
 class ReloadingVerifier:
     """A :class:`~ciba_middleware.StaticTokenVerifier` over a file, replaced when the file changes.
+
+    A subclass reloads another kind of file (``CIBA_CLIENTS_FILE``) by giving its own
+    ``_validate``.
 
     ::
 
@@ -219,6 +373,17 @@ class ReloadingVerifier:
         _install_sighup()
 
     # -- the TokenVerifier protocol -----------------------------------------------------
+
+    #: Reads a file's bytes into its entries and what serves them, or ConfigurationError.
+    _validate = staticmethod(_validate)
+    #: What a refused file leaves, for the ERROR line: with nothing loaded, and with a load before.
+    _without = "the fail API answers 500 until the file is fixed"
+    _kept = "the grants loaded before stay in force"
+
+    def look_if_due(self) -> None:
+        """Look at the file when the interval since the last look has run out."""
+        if time.monotonic() >= self._next_check:
+            self._look(forced=False)
 
     def verify_bearer(self, token: str) -> Principal | None:
         if time.monotonic() >= self._next_check:
@@ -286,12 +451,13 @@ class ReloadingVerifier:
         if digest == self._refused_digest:
             return  # refused already, and said so
         try:
-            grants, verifier = _validate(data, f"{self.name} {self.path!r}")
+            grants, verifier = self._validate(data, f"{self.name} {self.path!r}")
         except ConfigurationError as exc:
             self._refuse(str(exc), digest)
             return
-        new = Snapshot(grants, verifier, digest, signature)
+        new = Snapshot(grants, verifier, digest, signature, data)
         self.snapshot, self.loaded_at, self.refused, self._refused_digest = new, time.time(), None, None
+        remember(self.path, new)
         log.info(
             "%s %s reloaded: %d grants covering %d services (version %s)",
             self.name,
@@ -310,10 +476,10 @@ class ReloadingVerifier:
         self.refused, self._refused_digest = problem, digest
         self.failures += 1
         if self.snapshot is None:
-            log.error("refused: %s; the fail API answers 500 until the file is fixed", problem)
+            log.error("refused: %s; %s", problem, self._without)
         else:
             version = self.snapshot.version
-            log.error("refused: %s; the grants loaded before stay in force (version %s)", problem, version)
+            log.error("refused: %s; %s (version %s)", problem, self._kept, version)
         if self.on_refused is not None:
             try:
                 self.on_refused()

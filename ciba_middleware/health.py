@@ -1,4 +1,5 @@
-"""A health endpoint for load balancers: :class:`HealthMiddleware`.
+"""A health endpoint for load balancers: :class:`HealthEndpoint` (served by every adapter),
+and :class:`HealthMiddleware` (the same in front of any WSGI app).
 
 ``GET {path}`` answers ``200 {"store": "ok"}`` when the ticket store answered a ping
 within ``timeout`` seconds, and ``503 {"store": "unavailable"}`` otherwise, never cached
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .core import Answer, new_answer
 from .errors import ConfigurationError
 from .metrics import check_path
 from .stores.base import TicketStore
@@ -30,7 +32,7 @@ from .stores.base import TicketStore
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CACHED_SECONDS", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "HealthMiddleware", "StoreProbe"]
+__all__ = ["CACHED_SECONDS", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "HealthEndpoint", "HealthMiddleware", "StoreProbe"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ CACHED_SECONDS = 1.0
 DEFAULT_TIMEOUT = 1.0
 MAX_TIMEOUT = 60.0
 
-_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 _OK = json.dumps({"store": "ok"}).encode()
 _DOWN = json.dumps({"store": "unavailable"}).encode()
 
@@ -99,6 +101,28 @@ class StoreProbe:
         done.set()
 
 
+class HealthEndpoint:
+    """The store's health at ``path``, as an :class:`~ciba_middleware.core.Answer`: what
+    every adapter serves (:mod:`ciba_middleware.adapter`).
+
+    :param path: e.g. ``/healthz``; exact match, query string ignored; ``GET`` and ``HEAD``.
+    :param timeout: seconds a probe waits for the store's ping before answering 503.
+    """
+
+    def __init__(self, *, store: TicketStore, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        check_path(path, "health")
+        self.path = path
+        self.probe = StoreProbe(store, timeout=timeout)
+
+    def answer(self, method: str, authorization: str = "", accept: str = "") -> Answer:
+        """The answer to a ``method`` request (may wait up to the timeout for the store)."""
+        if method not in ("GET", "HEAD"):
+            body = b'{"error": "use GET"}'
+            return new_answer(405, [*_HEADERS, ("Allow", "GET, HEAD"), ("Content-Length", str(len(body)))], body)
+        status, body = (200, _OK) if self.probe.healthy() else (503, _DOWN)
+        return new_answer(status, [*_HEADERS, ("Content-Length", str(len(body)))], b"" if method == "HEAD" else body)
+
+
 class HealthMiddleware:
     """Serve the store's health at ``path``; pass every other request to ``app``.
 
@@ -113,25 +137,14 @@ class HealthMiddleware:
     def __init__(
         self, app: WSGIApplication, *, store: TicketStore, path: str, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        check_path(path, "health")
         self.app = app
+        self.endpoint = HealthEndpoint(store=store, path=path, timeout=timeout)
         self.path = path
-        self.probe = StoreProbe(store, timeout=timeout)
+        self.probe = self.endpoint.probe
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != self.path:
             return self.app(environ, start_response)
-        method = environ.get("REQUEST_METHOD")
-        if method not in ("GET", "HEAD"):
-            body = b'{"error": "use GET"}'
-            start_response(
-                "405 Method Not Allowed",
-                [*_HEADERS, ("Allow", "GET, HEAD"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        if self.probe.healthy():
-            status, body = "200 OK", _OK
-        else:
-            status, body = "503 Service Unavailable", _DOWN
-        start_response(status, [*_HEADERS, ("Content-Length", str(len(body)))])
-        return [b""] if method == "HEAD" else [body]
+        answer = self.endpoint.answer(environ.get("REQUEST_METHOD", ""))
+        start_response(answer.status_line, answer.headers)
+        return [answer.body]

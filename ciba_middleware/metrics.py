@@ -1,8 +1,10 @@
-"""Prometheus metrics of the fail API: :class:`Metrics` (an observer) and :class:`MetricsMiddleware`.
+"""Prometheus metrics of the fail API: :class:`Metrics` (an observer), :class:`MetricsEndpoint`
+and :class:`MetricsMiddleware`.
 
 :class:`Metrics` counts every fail call it is given as a
-:class:`~ciba_middleware.events.FailEvent`; :class:`MetricsMiddleware` serves them at one
-path, behind a bearer token of their own. Both need ``prometheus_client``, an optional
+:class:`~ciba_middleware.events.FailEvent`; :class:`MetricsEndpoint` answers a scrape at one
+path, behind a bearer token of its own (every adapter serves it), and
+:class:`MetricsMiddleware` is the same in front of any WSGI app. Both need ``prometheus_client``, an optional
 extra (``pip install "ciba-middleware[metrics]"``), imported only when a :class:`Metrics`
 is built, so the package works without it.
 
@@ -11,7 +13,8 @@ Series (``docs/observability.md`` shows real output)::
     ciba_fail_calls_total{service, reason, action, outcome}
     ciba_fail_auth_failures_total{kind}
     ciba_fail_store_errors_total
-    ciba_fail_duration_seconds{via}          (histogram)
+    ciba_fail_duration_seconds{via}          (histogram; the family's calls too)
+    ciba_api_calls_total{service, endpoint, action, outcome}   (the CIBA family's calls)
     ciba_tokens_reload_failures_total        (CIBA_TOKENS_FILE contents refused)
 
 The ``service`` label is set only from an authenticated principal covering the service
@@ -33,6 +36,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .auth import bearer_token, clear_secret_digest, hex_digest
+from .core import Answer, new_answer
 from .errors import API_PATH, ConfigurationError
 from .events import FailEvent, outcome
 
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
 
     from .grants import ReloadingVerifier
 
-__all__ = ["BUCKETS", "INSTALL_HINT", "Metrics", "MetricsMiddleware", "child_exit", "outcome"]
+__all__ = ["BUCKETS", "INSTALL_HINT", "Metrics", "MetricsEndpoint", "MetricsMiddleware", "child_exit", "outcome"]
 
 # outcome() lives in events; it is re-exported here, where it was first defined.
 
@@ -127,11 +131,22 @@ class Metrics:
             "CIBA_TOKENS_FILE contents refused (bad, or caught half written): the grants loaded before stayed.",
             registry=self.registry,
         )
+        self.api_calls = prometheus_client.Counter(
+            "ciba_api_calls",
+            "CIBA family calls (backchannel/authentication, auth/token, ...), by authenticated service, "
+            "endpoint, action and outcome.",
+            ("service", "endpoint", "action", "outcome"),
+            registry=self.registry,
+        )
         self._calls: dict[tuple[str, str, str, str], Any] = {}
+        self._api_calls: dict[tuple[str, str, str, str], Any] = {}
         self._duration = {via: self.duration.labels(via) for via in ("http", "in_process")}
 
     def __call__(self, event: FailEvent) -> None:
         """Count one call (the observer interface of the middleware)."""
+        if event.endpoint is not None:
+            self._count_family(event)
+            return
         key = (
             event.service() or "",
             event.reason.value if event.reason is not None else "",
@@ -144,6 +159,24 @@ class Metrics:
         if child is None:
             child = self._calls[key] = self.calls.labels(*key)
         child.inc()
+        self._count_common(event)
+
+    def _count_family(self, event: FailEvent) -> None:
+        key = (
+            event.service() or "",
+            event.endpoint or "",
+            event.action.value if event.action is not None else "",
+            outcome(event),
+        )
+        child = self._api_calls.get(key)
+        if child is None:
+            child = self._api_calls[key] = self.api_calls.labels(*key)
+        child.inc()
+        self._count_common(event)
+
+    def _count_common(self, event: FailEvent) -> None:
+        """What every call counts, whichever route: its authentication failure, a store
+        error, its duration."""
         if event.auth_failure is not None:
             self.auth_failures.labels(event.auth_failure).inc()
         if event.store_error:
@@ -176,12 +209,9 @@ class Metrics:
         return encoder(self.exposition_registry()), content_type
 
 
-class MetricsMiddleware:
-    """Serve :class:`Metrics` at ``path`` to callers with its bearer token; pass the rest on.
-
-    Put it inside :class:`~ciba_middleware.BackchannelFailMiddleware` (around the app) or
-    outside it: the paths cannot overlap. Every request to another path goes to ``app``
-    after one string comparison.
+class MetricsEndpoint:
+    """:class:`Metrics` at ``path`` for callers with its bearer token, as an
+    :class:`~ciba_middleware.core.Answer`: what every adapter serves.
 
     :param path: e.g. ``/metrics``; exact match, query string ignored.
     :param token_sha256: the SHA-256 (hex) of the token Prometheus sends as
@@ -191,13 +221,7 @@ class MetricsMiddleware:
     """
 
     def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        metrics: Metrics,
-        path: str,
-        token_sha256: str | None = None,
-        token: str | None = None,
+        self, *, metrics: Metrics, path: str, token_sha256: str | None = None, token: str | None = None
     ) -> None:
         check_path(path)
         if (token_sha256 is None) == (token is None):
@@ -211,32 +235,23 @@ class MetricsMiddleware:
         else:
             assert token_sha256 is not None
             digest = hex_digest(token_sha256, "the metrics token_sha256")
-        self.app = app
         self.metrics = metrics
         self.path = path
         self._digest = digest
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != self.path:
-            return self.app(environ, start_response)
-        return self._serve(environ, start_response)
-
-    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD")
+    def answer(self, method: str, authorization: str = "", accept: str = "") -> Answer:
+        """The answer to a scrape: ``method``, the ``Authorization`` and ``Accept`` headers."""
         if method not in ("GET", "HEAD"):
-            return _plain(start_response, "405 Method Not Allowed", b"use GET\n", [("Allow", "GET, HEAD")])
-        if not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
-            return _plain(start_response, "401 Unauthorized", b"unauthorized\n", [("WWW-Authenticate", _REALM)])
+            return _plain(405, b"use GET\n", [("Allow", "GET, HEAD")])
+        if not self._authorized(authorization):
+            return _plain(401, b"unauthorized\n", [("WWW-Authenticate", _REALM)])
         try:
-            body, content_type = self.metrics.render(environ.get("HTTP_ACCEPT", ""))
+            body, content_type = self.metrics.render(accept)
         except Exception:
             log.exception("rendering the metrics failed")
-            return _plain(start_response, "500 Internal Server Error", b"metrics unavailable\n", [])
-        start_response(
-            "200 OK",
-            [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
-        )
-        return [b""] if method == "HEAD" else [body]
+            return _plain(500, b"metrics unavailable\n", [])
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        return new_answer(200, headers, b"" if method == "HEAD" else body)
 
     def _authorized(self, header: str) -> bool:
         token = bearer_token(header)
@@ -244,6 +259,38 @@ class MetricsMiddleware:
             return False
         given = hashlib.sha256(token.encode("ascii")).digest()
         return hmac.compare_digest(given, self._digest)
+
+
+class MetricsMiddleware:
+    """Serve :class:`Metrics` at ``path`` to callers with its bearer token; pass the rest on.
+
+    Put it inside :class:`~ciba_middleware.BackchannelFailMiddleware` (around the app) or
+    outside it: the paths cannot overlap. Every request to another path goes to ``app``
+    after one string comparison. The parameters after ``app`` are :class:`MetricsEndpoint`'s.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        metrics: Metrics,
+        path: str,
+        token_sha256: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.endpoint = MetricsEndpoint(metrics=metrics, path=path, token_sha256=token_sha256, token=token)
+        self.app = app
+        self.metrics = metrics
+        self.path = path
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != self.path:
+            return self.app(environ, start_response)
+        answer = self.endpoint.answer(
+            environ.get("REQUEST_METHOD", ""), environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_ACCEPT", "")
+        )
+        start_response(answer.status_line, answer.headers)
+        return [answer.body]
 
 
 def check_path(path: str, what: str = "metrics") -> None:
@@ -268,9 +315,7 @@ def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def _plain(start_response: StartResponse, status: str, body: bytes, headers: list[tuple[str, str]]) -> Iterable[bytes]:
-    start_response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers],
+def _plain(status: int, body: bytes, headers: list[tuple[str, str]]) -> Answer:
+    return new_answer(
+        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers], body
     )
-    return [body]

@@ -1,26 +1,31 @@
-"""The fail API as WSGI middleware: :class:`BackchannelFailMiddleware`."""
+"""The fail API as WSGI middleware: :class:`BackchannelFailMiddleware`.
+
+A translation only (:mod:`ciba_middleware.adapter` holds the rules): the WSGI environ read
+into the core's :class:`~ciba_middleware.core.Request`, the :class:`~ciba_middleware.core.Answer`
+written back through ``start_response``.
+"""
 
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Unpack
 
+from .adapter import Adapter, BackchannelFail, Site
 from .auth import TokenVerifier
-from .core import Adapter, FailApi, FailApiOptions, pick_request_id
-from .dpop import request_url
+from .core import FailApi, FailApiOptions, Request, Route
 from .request import Body
 from .response import STATUS_LINES
 from .stores.base import TicketStore
+from .tuples import new_tuple
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["BackchannelFailMiddleware"]
+__all__ = ["BackchannelFailMiddleware", "WSGIMiddleware", "environ_request"]
 
 _NO_BODY = io.BytesIO()
-# tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
-_new_body = tuple.__new__
 
 
 class BackchannelFailMiddleware(Adapter):
@@ -43,9 +48,13 @@ class BackchannelFailMiddleware(Adapter):
         )
 
     ``app`` gets every other request. The other parameters (``store``, ``verifier``,
-    ``prefix``, ``max_body_bytes``, ``observers``) are :class:`ciba_middleware.core.FailApi`'s,
-    which does the work; this class only translates WSGI to it and back. ``fail()`` is the
-    in-process call (:meth:`FailApi.fail`), for the wrapped app.
+    ``prefix``, ``max_body_bytes``, ``observers``, ``public_url``) are
+    :class:`ciba_middleware.core.FailApi`'s, which does the work; this class only translates
+    WSGI to it and back. ``fail()`` is the in-process call (:meth:`FailApi.fail`), for the
+    wrapped app, and a :class:`~ciba_middleware.BackchannelFail` that the app raises becomes
+    its client's answer (:meth:`~ciba_middleware.adapter.Adapter.view_failed`). Built from
+    settings (:meth:`ciba_middleware.Settings.build_middleware`), it also serves the health
+    and metrics endpoints.
     """
 
     def __init__(
@@ -57,33 +66,54 @@ class BackchannelFailMiddleware(Adapter):
         **options: Unpack[FailApiOptions],
     ) -> None:
         self.app = app
-        self.api = FailApi(store=store, verifier=verifier, **options)
-        #: Fail a request in process, from the wrapped app: :meth:`FailApi.fail`.
-        self.fail = self.api.fail
+        self._serve(Site(FailApi(store=store, verifier=verifier, **options)))
 
     @classmethod
-    def around(cls, app: WSGIApplication, api: FailApi) -> BackchannelFailMiddleware:
-        """The middleware serving an existing ``api`` in front of ``app``."""
+    def around(cls, app: WSGIApplication, site: Site | FailApi) -> BackchannelFailMiddleware:
+        """The middleware serving an existing ``site`` (or only a fail API) in front of ``app``."""
         middleware = cls.__new__(cls)
-        middleware.app, middleware.api, middleware.fail = app, api, api.fail
+        middleware.app = app
+        middleware._serve(site if isinstance(site, Site) else Site(site))
         return middleware
 
+    def _serve(self, site: Site) -> None:
+        super()._serve(site)
+        #: Fail a request in process, from the wrapped app: :meth:`FailApi.fail`.
+        self.fail = site.api.fail
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        route = self.api.route(environ.get("PATH_INFO", ""))
-        if route is None:
-            return self.app(environ, start_response)
-        get = environ.get
-        dpop = get("HTTP_DPOP", "")
-        # One header is checked by respond; two are picked from first.
-        request_id = get("HTTP_REQUEST_ID")
-        x_request_id = get("HTTP_X_REQUEST_ID")
-        if x_request_id is not None:
-            request_id = pick_request_id(request_id, x_request_id)
-        answer = self.api.respond(
+        path = environ.get("PATH_INFO", "")
+        route = self.api.route(path)
+        if route is not None:
+            answer = self.api.respond(environ_request(environ, route, path))
+        elif self.endpoints and path in self.endpoints:
+            get = environ.get
+            answer = self.endpoints[path].answer(
+                get("REQUEST_METHOD", ""), get("HTTP_AUTHORIZATION", ""), get("HTTP_ACCEPT", "")
+            )
+        else:
+            try:
+                return self.app(environ, start_response)
+            except BackchannelFail as exc:
+                # A view of a plain WSGI app rejected the request: its client's answer.
+                answer = self.view_failed(exc)
+                start_response(STATUS_LINES[answer.status], answer.headers, sys.exc_info())
+                return [answer.body]
+        start_response(STATUS_LINES[answer.status], answer.headers)
+        return [answer.body]
+
+
+def environ_request(environ: WSGIEnvironment, route: Route, path: str) -> Request:
+    """The core's :class:`~ciba_middleware.core.Request` of a WSGI environ (``path``: its ``PATH_INFO``)."""
+    get = environ.get
+    host = get("HTTP_HOST", "")
+    return new_tuple(
+        Request,
+        (
             route,
             get("REQUEST_METHOD", ""),
             get("HTTP_AUTHORIZATION", ""),
-            _new_body(
+            new_tuple(
                 Body,
                 (
                     get("CONTENT_TYPE", ""),
@@ -94,26 +124,18 @@ class BackchannelFailMiddleware(Adapter):
                 ),
             ),
             get("REMOTE_ADDR"),
-            request_id,
-            dpop,
-            _url(environ) if dpop else "",
+            get("HTTP_REQUEST_ID"),
+            get("HTTP_X_REQUEST_ID"),
+            get("HTTP_DPOP", ""),
             get("HTTP_TRACEPARENT"),
-        )
-        start_response(STATUS_LINES[answer.status], answer.headers)
-        return [answer.body]
+            get("wsgi.url_scheme", "http"),
+            host,
+            None if host else (get("SERVER_NAME", ""), get("SERVER_PORT", "")),
+            get("SCRIPT_NAME", ""),
+            path,
+        ),
+    )
 
 
-def _url(environ: WSGIEnvironment) -> str:
-    """The URL the request was sent to, without query: a DPoP proof's ``htu`` (PEP 3333's recipe).
-
-    Behind a proxy, the WSGI server must be told the public scheme and host (gunicorn's
-    ``forwarded_allow_ips``, or werkzeug's ``ProxyFix`` in front of this middleware).
-    """
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST")
-    if not host:
-        host = environ.get("SERVER_NAME", "")
-        port = environ.get("SERVER_PORT", "")
-        if port and port != {"https": "443", "http": "80"}.get(scheme):
-            host = f"{host}:{port}"
-    return request_url(scheme, host, environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+#: The WSGI adapter by what it is, beside :class:`ciba_middleware.asgi.ASGIMiddleware`.
+WSGIMiddleware = BackchannelFailMiddleware

@@ -91,6 +91,8 @@ class Tracing:
         service = event.service()
         if service is not None:
             attributes["ciba.service"] = service
+        if event.endpoint is not None:
+            attributes["ciba.endpoint"] = event.endpoint
         if event.store_duration is not None:
             attributes["ciba.store.duration_ms"] = round(event.store_duration * 1000, 3)
         if event.route is None:
@@ -98,6 +100,8 @@ class Tracing:
         else:
             method = event.method if event.method in _METHODS else "HTTP"
             route = self.routes[event.route]
+            if event.endpoint is not None:  # a route of the CIBA family
+                route = route[: -len(API_PATH)] + "/" + event.endpoint
             name, kind = f"{method} {route}", trace.SpanKind.SERVER
             attributes["http.request.method"] = method if method != "HTTP" else "_OTHER"
             attributes["http.route"] = route

@@ -22,8 +22,18 @@ from werkzeug.http import parse_options_header
 
 from .errors import BadRequest, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 from .reasons import Reason
+from .tuples import new_tuple
 
-__all__ = ["ALLOWED_CHARSETS", "FIELDS", "Body", "FailParams", "Reader", "check_fields", "read_params"]
+__all__ = [
+    "ALLOWED_CHARSETS",
+    "FIELDS",
+    "Body",
+    "FailParams",
+    "Reader",
+    "check_fields",
+    "read_fields",
+    "read_params",
+]
 
 #: Reads up to n bytes of the body (fewer at its end): ``wsgi.input.read``, ``BytesIO.read``.
 Reader = Callable[[int], bytes]
@@ -110,6 +120,14 @@ def read_params(body: Body, max_body_bytes: int) -> FailParams:
     is_json, charset = _media_type(body.content_type)
     data = _read_body(body.content_length, body.read, max_body_bytes, body.terminated, body.chunked)
     return check_fields(_parse_json(data, charset) if is_json else _parse_form(data, charset))
+
+
+def read_fields(body: Body, max_body_bytes: int) -> Mapping[str, Any]:
+    """Read a body as :func:`read_params` does (same media types, charsets, limits and
+    errors) into its fields, unchecked: for the CIBA family's routes, whose fields differ."""
+    is_json, charset = _media_type(body.content_type)
+    data = _read_body(body.content_length, body.read, max_body_bytes, body.terminated, body.chunked)
+    return _parse_json(data, charset) if is_json else _parse_form(data, charset)
 
 
 # A caller sends the same Content-Type on every call: parse each distinct header once.
@@ -308,10 +326,6 @@ def _parse_form(body: bytes, charset: str) -> Mapping[str, Any]:
     return fields
 
 
-# tuple.__new__ directly: a named tuple's own __new__ is a Python function, one more call.
-_new_params = tuple.__new__
-
-
 def check_fields(fields: Mapping[str, Any]) -> FailParams:
     """Check the four fields (absent and None alike) and return them typed.
 
@@ -345,7 +359,7 @@ def check_fields(fields: Mapping[str, Any]) -> FailParams:
         _reject_characters("errorUri", uri, _URI_BAD, "%x21 / %x23-5B / %x5D-7E")
         if not _URI_REFERENCE.fullmatch(uri):
             raise InvalidParameter("errorUri", f"is {_show(uri)}, which is not a URI-reference (RFC 3986 4.1).")
-    return _new_params(FailParams, (ticket, reason, description, uri))
+    return new_tuple(FailParams, (ticket, reason, description, uri))
 
 
 def _coerce(value: object, name: str) -> str:

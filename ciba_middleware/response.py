@@ -4,7 +4,8 @@
   writes it (:func:`success_json`, :func:`error_body`, the pre-encoded answer of each
   reason in :data:`PLAIN_ANSWERS`);
 - to the *client* of the backchannel authentication endpoint, after a fail call:
-  :func:`client_response` and :class:`ClientResponse` (CIBA Core 13);
+  :func:`client_response` and :class:`ClientResponse` (CIBA Core 13), also what the
+  toolkit's endpoints answer;
 - to any other request of the fail API alone: :func:`not_found_app`, a JSON 404.
 """
 
@@ -177,11 +178,12 @@ _ACTIONS = ", ".join(a.value for a in Action)
 
 @dataclass(frozen=True, slots=True)
 class ClientResponse:
-    """The status, headers and body for the client of the backchannel authentication endpoint.
+    """An answer for a CIBA *client*: status, headers and JSON body, framework-free.
 
     The fail API answers the *authorization server*; the server then answers its *client*
     (CIBA Core 13) with a status taken from the API's ``action`` and a body that is the
-    API's ``responseContent``.
+    API's ``responseContent`` (:func:`client_response`). The toolkit's endpoint handlers
+    (:class:`ciba_middleware.ciba.CibaEndpoints`) answer their clients with one too.
 
     ``headers`` hold ``Content-Type: application/json;charset=UTF-8``,
     ``Cache-Control: no-store`` and ``Pragma: no-cache``; the framework adds
@@ -194,6 +196,10 @@ class ClientResponse:
     status: int
     headers: list[tuple[str, str]]
     body: str
+
+    def json(self) -> Any:
+        """The body, parsed."""
+        return json.loads(self.body)
 
 
 def client_response(fail_response: object, *, server_error_status: int = 500) -> ClientResponse:

@@ -25,13 +25,13 @@ import pytest
 import requests
 from _dpop import BOUND_TOKEN, RSA, proof
 from _dpop import grants as dpop_grants
-from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer
+from conftest import GRANTS, ROOT, SERVICE, SERVICE_TOKEN, LiveServer, unique_name
 from test_passthrough import PASSED_THROUGH
 from test_request_id import REQUEST_ID_CASES
 
 from ciba_middleware import BackchannelFail, ConfigurationError, FailEvent, StaticTokenVerifier, StoreError
 from ciba_middleware.asgi import BackchannelFailMiddleware, from_env, not_found_app
-from ciba_middleware.core import FailApi
+from ciba_middleware.core import FailApi, Request, Route
 from ciba_middleware.request import Body
 from ciba_middleware.stores import store_from_url
 from ciba_middleware.stores.memory import MemoryTicketStore
@@ -285,11 +285,13 @@ def test_the_answer_is_the_cores_as_asgi_sends_it(
     for _ in range(2):  # the first answer of its kind, then the same from the encoded headers
         sent = call(middleware, http_scope(V3, method, {k: v for k, v in headers.items() if v}), [payload])
         core = api.respond(
-            ("v3", SERVICE),
-            method,
-            authorization,
-            Body(content_type, headers.get("Content-Length", ""), io.BytesIO(payload).read, terminated=True),
-            request_id=f"case-{method}",
+            Request(
+                Route("v3", SERVICE),
+                method,
+                authorization,
+                Body(content_type, headers.get("Content-Length", ""), io.BytesIO(payload).read, terminated=True),
+                request_id=f"case-{method}",
+            )
         )
         assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
         assert sent[0]["status"] == core.status
@@ -519,8 +521,6 @@ def test_from_env(tmp_path: Path) -> None:
                      id="bad-status"),
         pytest.param({"CIBA_SERVICE_ID": " "}, "CIBA_SERVICE_ID must be a service ID (a string), not ' '",
                      id="blank-service"),
-        pytest.param({"CIBA_METRICS_PATH": "/metrics", "CIBA_METRICS_TOKEN_SHA256": "0" * 64},
-                     "CIBA_METRICS_PATH is set, but the ASGI middleware does not serve metrics", id="metrics"),
         pytest.param({"CIBA_PATH_PREFIX": "authlete"}, "CIBA_PATH_PREFIX must be empty or like /authlete",
                      id="bad-prefix"),
     ],
@@ -713,15 +713,87 @@ def test_many_calls_side_by_side(servers: dict[str, Any]) -> None:
     assert not any(store.exists(SERVICE, t) for t in tickets)
 
 
-@pytest.mark.parametrize(("store_url", "on_the_loop"), [("memory://", True), ("sqlite:///:memory:", False)])
-def test_only_calls_without_io_run_on_the_loop(store_url: str, on_the_loop: bool) -> None:
-    """memory:// with static grants does no I/O and stays on the loop; any other store goes to a thread."""
-    threads: list[int] = []
-    observers = [lambda event: threads.append(threading.get_ident())]
-    middleware = wrap(RecordingApp(), store=store_from_url(store_url), observers=observers)
+class _FailingAsyncStore(MemoryTicketStore):
+    """A store whose async path fails, as a network store's does while its server is down."""
+
+    async def delete_async(self, service_id: str, ticket: str) -> bool:
+        raise StoreError("redis: Connection refused")
+
+    async def close_async(self) -> None:
+        pass
+
+
+def test_a_store_failing_on_its_async_path_is_a_500_and_the_ticket_only_hashed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _FailingAsyncStore()
+    ticket = store.issue(SERVICE, 60)
+    events: list[FailEvent] = []
+    middleware = wrap(RecordingApp(), store=store, observers=[events.append])
     headers = {"Authorization": BEARER, "Content-Type": "application/json"}
-    assert answer(call(middleware, http_scope(V3, headers=headers), [b"{}"]))[0] == 200
-    assert (threads == [threading.get_ident()]) is on_the_loop
+    body = json.dumps({"ticket": ticket, "reason": "ACCESS_DENIED"}).encode()
+    status, _, reply = answer(call(middleware, http_scope(V3, headers=headers), [body]))
+    assert status == 500
+    assert reply["resultCode"] == "A185101"
+    assert events[0].store_error is True
+    assert "Connection refused" in caplog.text
+    assert ticket not in caplog.text
+    assert store.exists(SERVICE, ticket)  # not deleted
+
+
+class _ThreadOnlyStore(MemoryTicketStore):
+    """A store of the app's own, without an async path: its calls go to a thread."""
+
+
+@pytest.mark.parametrize(
+    ("kind", "on_the_loop"), [("memory", True), ("sqlite", True), ("redis", True), ("postgresql", True), ("own", False)]
+)
+def test_only_stores_without_an_async_path_take_a_thread(
+    kind: str, on_the_loop: bool, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """memory:// does no I/O and stays on the loop; SQLite, Redis and PostgreSQL delete
+    through their async paths, on the loop; a store without one goes to a thread."""
+    if kind == "own":
+        store: Any = _ThreadOnlyStore()
+    elif kind == "memory":
+        store = store_from_url("memory://")
+    elif kind == "sqlite":
+        store = store_from_url(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    elif kind == "redis":
+        store = store_from_url(request.getfixturevalue("redis_url") + "?key_prefix=asgi-loop-test:")
+    else:
+        table = unique_name()
+        store = store_from_url(request.getfixturevalue("postgres_url") + f"?table={table}")
+    other = None
+    try:
+        ticket = store.issue(SERVICE, 60)
+        other = store.issue(SERVICE, 60)  # the SQLite store keeps an idle connection
+        threads: list[int] = []
+        observers = [lambda event: threads.append(threading.get_ident())]
+        middleware = wrap(RecordingApp(), store=store, observers=observers)
+        headers = {"Authorization": BEARER, "Content-Type": "application/json"}
+        body = json.dumps({"ticket": ticket, "reason": "ACCESS_DENIED"}).encode()
+        closing = getattr(store, "close_async", None)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await middleware(scope, receive, send)
+            finally:
+                if closing is not None:
+                    await closing()  # the loop's own client, before asyncio.run closes the loop
+
+        status, _, reply = answer(call(app, http_scope(V3, headers=headers), [body]))
+        assert status == 200, reply
+        assert not store.exists(SERVICE, ticket)
+        assert (threads == [threading.get_ident()]) is on_the_loop
+    finally:
+        if other is not None:
+            store.delete(SERVICE, other)  # nothing of the test's left in a shared store
+        store.close()
+        if kind == "postgresql":
+            from _stores import drop_postgres_table
+
+            drop_postgres_table(request.getfixturevalue("postgres_url"), table)
 
 
 def test_hypercorn_serves_the_application(tmp_path: Path) -> None:
@@ -743,17 +815,68 @@ def test_hypercorn_serves_the_application(tmp_path: Path) -> None:
 # -- the benchmarks' in-process harness -------------------------------------------------------
 
 
-def test_the_benchmarks_drive_every_asgi_app_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_benchmarks_drive_every_asgi_app_in_process(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
     """benchmarks/asgi_apps.py: each app answers 200 to the requests it is timed with."""
-    from benchmarks import asgi_apps
+    from _stores import drop_postgres_table
 
-    for name in asgi_apps.APPS:
-        app, requests = asgi_apps.prepared(name, 3)
-        assert asyncio.run(asgi_apps.drive(app, requests, 6)) == 200, name
-        if name == "asgi_fail":
-            assert isinstance(app, BackchannelFailMiddleware)
-            tickets = [json.loads(body)["ticket"] for _, body in requests]
-            assert not any(app.store.exists(SERVICE, t) for t in tickets)
+    from benchmarks import asgi_apps
+    from benchmarks.apps import GRANTS as BENCH_GRANTS
+
+    table = unique_name()
+    store_from_url(f"{postgres_url}?table={table}").close()  # the table the ceiling deletes from
+    # The ceilings' stores: each deletes from the one BENCH_STORE_URL names.
+    ceilings = {
+        "asgi_floor_postgresql": f"{postgres_url}?table={table}",
+        "asgi_floor_redis": f"{redis_url}?key_prefix={unique_name()}:",
+        "asgi_floor_sqlite": f"sqlite:///{tmp_path / 'ceiling.sqlite3'}",
+    }
+    monkeypatch.setenv("CIBA_TOKENS", json.dumps(BENCH_GRANTS))  # asgi_from_env: a user's settings
+    monkeypatch.setenv("CIBA_STORE_URL", "memory://")
+    try:
+        for name in asgi_apps.APPS:
+            monkeypatch.setenv("BENCH_STORE_URL", ceilings.get(name, ""))
+            app, requests = asgi_apps.prepared(name, 3)
+
+            async def driven(app: Any = app, requests: Any = requests) -> int:
+                status = await asgi_apps.drive(app, requests, 6)
+                for closing in (
+                    getattr(app, "aclose", None),
+                    getattr(getattr(app, "store", None), "close_async", None),
+                ):
+                    if closing is not None:
+                        await closing()  # what the app holds on this loop, before asyncio.run ends it
+                return status
+
+            assert asyncio.run(driven()) == 200, name
+        # The Redis ceiling deletes the store's own key of a ticket, as the store would.
+        monkeypatch.setenv("BENCH_STORE_URL", ceilings["asgi_floor_redis"])
+        store = store_from_url(ceilings["asgi_floor_redis"])
+        try:
+            ticket = store.issue(asgi_apps.SERVICE, 60)
+            app = asgi_apps.FloorRedis()
+
+            async def deleted() -> int:
+                status = await asgi_apps.drive(app, asgi_apps.fail_requests(asgi_apps.bodies([ticket])), 1)
+                await app.aclose()
+                return status
+
+            assert asyncio.run(deleted()) == 200
+            assert not store.exists(asgi_apps.SERVICE, ticket)
+        finally:
+            store.close()
+    finally:
+        drop_postgres_table(postgres_url, table)
+    app, requests = asgi_apps.prepared("asgi_fail", 3)
+    assert asyncio.run(asgi_apps.drive(app, requests, 6)) == 200
+    assert isinstance(app, BackchannelFailMiddleware)
+    tickets = [json.loads(body)["ticket"] for _, body in requests]
+    assert not any(app.store.exists(SERVICE, t) for t in tickets)
     asgi_apps.main(["--calls", "5", "--rounds", "1", "--tickets", "10", "asgi_floor", "asgi_fail"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["asgi_floor", "asgi_fail"]

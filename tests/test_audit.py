@@ -41,7 +41,9 @@ from ciba_middleware import (
 )
 from ciba_middleware.audit import AUDIT_LOGGER, AuditLog, audit_line, audit_record, route
 from ciba_middleware.auth import Principal, PrincipalKind
+from ciba_middleware.ciba.answers import ApiAction
 from ciba_middleware.events import FailEvent
+from ciba_middleware.linewriter import LineHandler
 from ciba_middleware.reasons import Action
 from ciba_middleware.stores import store_from_url
 from ciba_middleware.stores.base import new_ticket, ticket_hash
@@ -399,7 +401,7 @@ def test_the_flush_delay_reaches_the_writer_of_the_lines(tmp_path: Path, audit_l
         ciba_env(tmp_path, CIBA_AUDIT_LOG=path if target == "file" else "on", CIBA_AUDIT_FLUSH="0.5")
     )
     assert settings.audit_flush == 0.5
-    audit_log = next(o for o in settings.build_api()[0].observers if isinstance(o, AuditLog))
+    audit_log = next(o for o in settings.build_api().api.observers if isinstance(o, AuditLog))
     writer = audit_logger.handlers[0] if target == "file" else audit_log.fallback
     assert (writer.target, writer.delay) == (path if target == "file" else "stderr", 0.5)
     assert Settings.from_mapping(ciba_env(tmp_path)).audit_flush == 0.02
@@ -439,6 +441,13 @@ _text = st.one_of(st.none(), st.text(max_size=40))
     trace=st.one_of(st.none(), st.tuples(st.text(max_size=32), st.text(max_size=16))),
     now=st.floats(min_value=0, max_value=4e9, allow_nan=False),
     configured=st.one_of(st.none(), st.frozensets(st.text(max_size=5))),
+    family=st.one_of(
+        st.none(),
+        st.tuples(
+            st.sampled_from(["backchannel/authentication", "auth/token", "auth/introspection"]),
+            st.one_of(st.none(), st.sampled_from(list(ApiAction))),
+        ),
+    ),
 )
 def test_the_line_is_the_record_as_compact_json(
     via: Any,
@@ -455,7 +464,9 @@ def test_the_line_is_the_record_as_compact_json(
     trace: tuple[str, str] | None,
     now: float,
     configured: frozenset[str] | None,
+    family: tuple[str, Any] | None,
 ) -> None:
+    """Of a fail call, and of a call of the CIBA family (``endpoint`` set, its route's action)."""
     ticket, auth_failure, client_addr, request_id = strings
     event = FailEvent(
         via=via,
@@ -476,8 +487,12 @@ def test_the_line_is_the_record_as_compact_json(
         trace_id=trace[0] if trace else None,
         span_id=trace[1] if trace else None,
     )
+    if family is not None:
+        event = event._replace(endpoint=family[0], action=family[1], reason=None)
     line = audit_line(event, now, configured)
     record = audit_record(event, now, configured)
+    # The second line of the same call is made from the remembered members: the same bytes.
+    assert audit_line(event, now, configured) == line
     parsed = json.loads(line)
     assert parsed == record
     assert list(parsed) == list(record)
@@ -499,6 +514,46 @@ def test_recurring_strings_are_remembered_within_a_bound() -> None:
         line = audit_line(_event()._replace(client_addr=address), 0.0)
         assert json.loads(line)["client_addr"] == address
     assert len(audit._KNOWN) == audit._RECURRING
+
+
+def test_remembered_members_follow_what_they_are_made_of() -> None:
+    """The members between the call's own values are remembered, keyed by everything they
+    depend on: a call differing in any of them, or in the configured services, gets its own."""
+    from ciba_middleware import audit
+
+    refused = _event()._replace(via="http", route="v3", status=401, result_code="A001", auth_failure="missing")
+    first = json.loads(audit_line(refused, 0.0))
+    assert first["service"] is None
+    # The same call where its service is a configured one: the claimed service is written.
+    assert json.loads(audit_line(refused, 0.0, frozenset({"1"})))["service"] == "1"
+    assert json.loads(audit_line(refused, 0.0))["service"] is None
+    # Only the call's own values change from line to line; each line has its own.
+    again = refused._replace(request_id="r-2", ticket_hash="abc", duration=0.25)
+    line = json.loads(audit_line(again, 1.5))
+    assert (line["request_id"], line["ticket_hash"], line["duration_ms"]) == ("r-2", "abc", 250.0)
+    assert line["time"] == "1970-01-01T00:00:01.500Z"
+    assert line == audit_record(again, 1.5)
+    # Services given as a list (unhashable): the same line, made without the table.
+    assert audit_line(refused, 0.0, ["1"]) == audit_line(refused, 0.0, frozenset({"1"}))
+    assert json.loads(audit_line(refused, 0.0, [])) == audit_record(refused, 0.0, [])
+    # A principal covering the service, then one that does not.
+    covering = refused._replace(status=200, principal=Principal(PrincipalKind.SERVICE, "1", frozenset({"1"})))
+    assert json.loads(audit_line(covering, 0.0))["service"] == "1"
+    other = covering._replace(principal=Principal(PrincipalKind.SERVICE, "1", frozenset({"2"})))
+    assert json.loads(audit_line(other, 0.0))["service"] is None
+    # A caller varying its address, or the service it claims, adds nothing to the table.
+    audit_line(refused, 0.0)
+    size = len(audit._PARTS)
+    for number in range(100):
+        varied = refused._replace(client_addr=f"10.1.{number}", service_id=f"s{number}")
+        assert json.loads(audit_line(varied, 0.0)) == audit_record(varied, 0.0)
+    assert len(audit._PARTS) == size
+    # What the key is made of is bounded by the code and the configuration; the table is
+    # bounded anyway: past its bound it starts anew.
+    for number in range(audit._PARTS_MAX + 10):
+        coded = refused._replace(result_code=f"A{number:06d}")
+        assert json.loads(audit_line(coded, 0.0))["result_code"] == f"A{number:06d}"
+        assert len(audit._PARTS) <= audit._PARTS_MAX
 
 
 def test_trace_ids_come_last_and_only_with_a_span() -> None:
@@ -531,6 +586,45 @@ def test_nothing_is_built_when_no_handler_takes_the_level(monkeypatch: pytest.Mo
         logger.removeHandler(handler)
 
 
+def test_a_handler_added_at_runtime_is_followed_from_the_next_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where lines go is looked up once per second of the clock: a handler added while the
+    server runs takes the lines from the next second on (and at once if the clock goes back)."""
+    from ciba_middleware import audit
+
+    logger = logging.getLogger("ciba_test.audit.runtime")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    fallback = LineHandler(str(tmp_path / "fallback.log"), delay=0)
+    taken: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = taken.append  # type: ignore[method-assign]
+    clock = [1000.2]
+    monkeypatch.setattr(audit.time, "time", lambda: clock[0])
+    log = AuditLog(logger, fallback=fallback)
+    try:
+        log(_event())  # no handler: the fallback
+        logger.addHandler(handler)
+        clock[0] = 1000.9
+        log(_event())  # the same second: still the fallback
+        assert len((tmp_path / "fallback.log").read_text().splitlines()) == 2
+        assert taken == []
+        clock[0] = 1001.0
+        log(_event())  # the next second: through logging
+        assert len(taken) == 1
+        assert json.loads(taken[0].getMessage())["time"] == "1970-01-01T00:16:41.000Z"
+        logger.removeHandler(handler)
+        clock[0] = 1000.5  # the clock set back: looked up again
+        log(_event())
+        assert len(taken) == 1
+        assert len((tmp_path / "fallback.log").read_text().splitlines()) == 3
+        assert log.where() == str(tmp_path / "fallback.log")
+    finally:
+        logger.removeHandler(handler)
+        fallback.close()
+
+
 def test_with_no_handler_at_all_on_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
     logger = logging.getLogger("ciba_test.audit.unconfigured")
     logger.propagate = False
@@ -552,3 +646,38 @@ def test_the_time_text_follows_the_clock_to_the_millisecond() -> None:
     assert _time(1764640000.9995) == "2025-12-02T01:46:40.999Z"
     assert _time(1764640001.0) == "2025-12-02T01:46:41.000Z"
     assert _time(1764640000.5) == "2025-12-02T01:46:40.500Z"  # back in time: a clock step
+
+
+def test_code_reading_events_by_position_is_checked_against_their_fields() -> None:
+    from ciba_middleware.events import by_position
+
+    by_position(FailEvent._fields, "here")
+    moved = (FailEvent._fields[1], FailEvent._fields[0], *FailEvent._fields[2:])
+    with pytest.raises(ImportError, match=r"^here lists FailEvent's fields as"):
+        by_position(moved, "here")
+
+
+@settings(max_examples=200, deadline=None)
+@given(ticket=st.text(max_size=80))
+def test_the_ticket_hash_is_the_start_of_its_sha256(ticket: str) -> None:
+    """Any text, lone surrogates included (hashed as sent): the first 12 hex digits of SHA-256."""
+    import hashlib
+
+    data = ticket.encode("utf-8", "surrogatepass")
+    assert ticket_hash(ticket) == hashlib.sha256(data).hexdigest()[:12]
+
+
+def test_the_ticket_hash_falls_back_to_hashlib_without_cpythons_own_sha256() -> None:
+    """An interpreter without ``_sha2`` or ``_sha256`` hashes with hashlib, to the same text."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hashlib\n"
+        "sys.modules['_sha2'] = None; sys.modules['_sha256'] = None\n"
+        "from ciba_middleware.stores import base\n"
+        "assert base._sha256 is hashlib.sha256, base._sha256\n"
+        "print(base.ticket_hash('abc'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "ba7816bf8f01"

@@ -6,21 +6,31 @@
   (its extract in tests/data/authlete-fail-api.openapi.yaml, kept in the repository).
 - docs/api.md lists every result code with its status; docs/configuration.md every
   ``CIBA_*`` variable the package and the demo read.
-- README.md's test command is the one .ci/run runs, and the curl examples of README.md and
-  docs/api.md give, against a real server, exactly the output they show.
+- README.md's test command is the one .ci/run runs.
+- Every console block of README.md and docs/*.md, run in a shell per page with the servers
+  it starts, prints what the page shows, volatile parts masked (below: "every console
+  example is real"); the commands it cannot run are named in NOT_RUN, with why.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import difflib
 import json
+import os
 import re
-import shlex
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,17 +43,21 @@ from conftest import (
     API_SECRET,
     ORG_TOKEN,
     OTHER_SERVICE,
+    REDIS_URL,
     ROOT,
     SERVICE,
     SERVICE_TOKEN,
     LiveServer,
     ciba_env,
+    free_port,
+    port_open,
     unreachable,
 )
 from jsonschema import Draft4Validator
 from openapi_spec_validator import validate as validate_spec
+from test_framework_docs import edit_django_project
 
-from ciba_middleware import errors
+from ciba_middleware import errors, sha256_hex
 from ciba_middleware.request import check_fields
 from ciba_middleware.stores import new_ticket
 
@@ -636,7 +650,8 @@ def test_real_answer_matches_the_documents(
 
 
 FIELD_VALUES = [
-    *(("ticket", value) for value in ("", "x", new_ticket(), "ü", 5, True, ["a"], {"a": 1}, None)),
+    # A fixed ticket-shaped value: pytest-xdist's workers must collect the same test ids.
+    *(("ticket", value) for value in ("", "x", "A" * 43, "ü", 5, True, ["a"], {"a": 1}, None)),
     *(("reason", value) for value in ("ACCESS_DENIED", "UNKNOWN_USER_ID", "access_denied", "", "NOPE", 1, None)),
     *(
         ("errorDescription", value)
@@ -696,6 +711,7 @@ def test_every_documented_status_is_exercised(spec: dict[str, Any]) -> None:
     documented = {
         (path, method, status)
         for path, item in spec["paths"].items()
+        if path in (V3, V2)  # the CIBA family's: tests/ciba/test_openapi.py
         for method, operation in item.items()
         if method != "parameters"
         for status in operation["responses"]
@@ -726,7 +742,8 @@ def test_configuration_md_lists_every_variable_the_code_reads() -> None:
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     sources = [*(ROOT / "ciba_middleware").rglob("*.py"), *(ROOT / "example_app").rglob("*.py")]
     source = "\n".join(p.read_text(encoding="utf-8") for p in sources)
-    variables = set(re.findall(r'"(CIBA_[A-Z0-9_]+)"', source))
+    # Names only: a prefix the code matches ("CIBA_DEMO_") is not a variable.
+    variables = set(re.findall(r'"(CIBA_[A-Z0-9_]*[A-Z0-9])"', source))
     assert "CIBA_TOKENS" in variables
     documented = set(re.findall(r"^\| `(CIBA_[A-Z0-9_]+)` \|", text, re.MULTILINE))
     assert variables <= documented
@@ -739,94 +756,615 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert re.search(r"^exec bash scripts/check$", ci, re.MULTILINE)
 
 
-# -- the examples in the prose docs are real ----------------------------------------------
+# -- every console example is real ---------------------------------------------------------
+#
+# Each ```console block of README.md and docs/*.md is run: a line starting with "$ " is a
+# command (continued while its lines end with "\"), the lines after it its output (stdout
+# and stderr as a terminal shows them). The blocks of a page run in order in one bash
+# session, in an empty directory with a clean environment (the test venv's bin first on
+# PATH, no CIBA_* variable), so that `export`, `cd` and `TICKET=$(...)` carry over as they
+# do for a reader. A command that starts a server (gunicorn, `ciba-middleware serve`, the
+# demo, uvicorn, `flask run`, `runserver`, `mkdocs serve`) runs in the background until the
+# page ends (or another server takes its port), when it gets Ctrl-C; what it printed is
+# compared in any order (workers interleave): all of it when the doc shows the ^C, else what
+# it printed on starting, until it was quiet for a second; nothing when the page shows no
+# output for it. The ports of the docs become free ones, and back in the output. A line
+# "..." of the page stands for any lines (a traceback's frames).
+#
+# Volatile parts are masked on both sides (MASKS): times, dates, durations, pids, request
+# IDs, random tokens and tickets, digests, versions of other software. A random value a
+# command printed and the doc pastes into a later command (a ticket, a token, its digest) is
+# replaced there by the value this run printed.
 
-#: The configuration the curl examples of README.md and docs/api.md were run with.
-EXAMPLE_HOST = "http://127.0.0.1:8000"
+
+@dataclass
+class Command:
+    text: str
+    output: list[str]
+    #: Where it is: "page:line".
+    where: str
+    #: The output shows a Ctrl-C (a line starting with ^C): the server's whole output.
+    stops_server: bool = False
+
+
+def console_blocks(page: Path) -> list[list[Command]]:
+    blocks = []
+    text = page.read_text(encoding="utf-8")
+    for match in re.finditer(r"^( *)```console\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
+        first = text[: match.start()].count("\n") + 2
+        commands: list[Command] = []
+        lines = [line.removeprefix(match.group(1)) for line in match.group(2).splitlines()]
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            if not line.startswith("$ "):
+                assert commands, f"{page.name}:{first + index}: output before any command"
+                commands[-1].output.append(line.removeprefix("^C"))
+                commands[-1].stops_server |= line.startswith("^C")
+                index += 1
+                continue
+            start = index
+            command = [line[2:]]
+            while command[-1].endswith("\\"):
+                index += 1
+                command.append(lines[index])
+            commands.append(Command("\n".join(command), [], f"{page.name}:{first + start}"))
+            index += 1
+        blocks.append(commands)
+    return blocks
+
+
+_MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+#: (pattern, replacement): applied, in order, to the documented and the real output alike.
+MASKS = [
+    # Times: HTTP dates, ISO 8601 and log stamps (gunicorn's, logging's), access logs' dates.
+    (rf"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d {_MONTH} \d{{4}} \d\d:\d\d:\d\d GMT", "<date>"),
+    (r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d([.,]\d+)?(Z|[+-]\d\d:?\d\d)?( [+-]\d{4})?", "<time>"),
+    (rf"\d\d/{_MONTH}/\d{{4}} \d\d:\d\d:\d\d", "<time>"),
+    (r"\b\d\d:\d\d:\d\d\b", "<clock>"),
+    (r"\b(in|took) \d+(\.\d+)? (seconds|s|ms)\b", r"\1 <duration>"),
+    (r'"duration_ms":\d+(\.\d+)?', '"duration_ms":<duration>'),
+    (r'"(exp|iat|auth_time|nbf)":\d+', r'"\1":<epoch>'),
+    # Processes.
+    (r"\[\d+\]", "[<pid>]"),
+    (r"\b(pid:? |process )\d+", r"\1<pid>"),
+    (r"\(\d+\)$", "(<pid>)"),
+    # Random values: request IDs, digests, tokens, tickets, auth_req_ids, JWTs, keys.
+    (r"\b[0-9a-f]{64}\b", "<sha256>"),
+    (r"\b[0-9a-f]{32}\b", "<request-id>"),
+    (r"\beyJ[\w-]*\.[\w-]*\.[\w-]*", "<jwt>"),
+    (r"(?<![\w-])[\w-]{43}(?![\w-])", "<random>"),
+    (r"(ticket_hash\":\"|ticket |version )[0-9a-f]{12}\b", r"\1<hash>"),
+    # Other software's versions.
+    (r"\b(gunicorn|uvicorn|Django|Werkzeug|Python|version) \d+(\.\d+)+\b", r"\1 <version>"),
+]
+_MASKS = [(re.compile(pattern), replacement) for pattern, replacement in MASKS]
+#: The masks whose values a later command may paste: what they hide is bound to this run's.
+_BINDABLE = [re.compile(r"\b[0-9a-f]{64}\b"), re.compile(r"(?<![\w-])[\w-]{43}(?![\w-])")]
+
+
+def mask(line: str) -> str:
+    for pattern, replacement in _MASKS:
+        line = pattern.sub(replacement, line)
+    return line.rstrip()
+
+
+#: The commands that start a server, after any VAR=value prefix, and the port each takes
+#: when the command names none.
+SERVERS = {
+    r"(\.venv/bin/)?gunicorn\b": 8000,
+    r"ciba-middleware serve\b": 8080,
+    r"python -m example_app\b": 8080,
+    r"uvicorn\b": 8000,
+    r"flask .*\brun\b": 5000,
+    r"python manage\.py runserver\b": 8000,
+    r"mkdocs serve\b": 8000,
+}
+_ASSIGNMENTS = r"^(?:\w+=(?:'[^']*'|\"[^\"]*\"|\S*) +)*"
+_PORT = re.compile(
+    r"(?<=127\.0\.0\.1:)(\d{4,5})\b|(?<=localhost:)(\d{4,5})\b|(?<=--port )(\d{4,5})\b|(?<=runserver )(\d{4,5})\b"
+)
+
+
+#: Ports of the shared Redis and PostgreSQL: a page's store URL keeps them.
+_BACKEND_PORTS = {"6379", "5432"}
+
+
+def server_default_port(command: str) -> int | None:
+    """The port a server command listens on by default; None if it is not a server command."""
+    if "|" in command:
+        return None
+    for pattern, port in SERVERS.items():
+        if re.match(_ASSIGNMENTS + pattern, command):
+            return port
+    return None
+
+
+def _with_explicit_port(command: str, port: int) -> str:
+    """The server command with its default port written out, so that it can be moved."""
+    command = command.removesuffix(" &")  # in the background of the same terminal: so it is here
+    if _PORT.search(command):
+        return command
+    if "gunicorn" in command:
+        return f"{command} --bind 127.0.0.1:{port}"
+    if "runserver" in command:
+        return f"{command} 127.0.0.1:{port}"
+    if "mkdocs serve" in command:
+        return f"{command} --dev-addr 127.0.0.1:{port}"
+    return f"{command} --port {port}"
+
+
+_WORKER_EXITING = re.compile(r"\[INFO\] Worker exiting \(pid: \d+\)$")
+
+
+@dataclass
+class Server:
+    command: Command
+    port: int
+    pgid: int
+    log: Path
+    #: What it printed once started, before the next command.
+    started: list[str] = dataclasses.field(default_factory=list)
+    #: Started by the page's setup: its output is not the page's.
+    quiet: bool = False
+
+
+@dataclass
+class PageSetup:
+    """What a page assumes before its first block, in the words of the page."""
+
+    #: Files written into the directory: name -> index of the page's ```python block, or
+    #: the text the page describes.
+    files: dict[str, int | str] = dataclasses.field(default_factory=dict)
+    #: Variables set as if exported earlier (the page says so in prose).
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Commands run silently first (servers the page says are running, for instance).
+    before: list[str] = dataclasses.field(default_factory=list)
+    #: Run the page from the repository's root instead of an empty directory.
+    in_repository: bool = False
+    #: Ports of the page that something else holds (the page says so).
+    occupied: tuple[str, ...] = ()
+    #: Text of the page's commands -> what the test runs instead (its own Redis database,
+    #: say); the output shows the page's text again.
+    rewrites: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: A command -> what the reader does after it, as the page's prose says (edit files).
+    after: dict[str, Callable[[Path], None]] = dataclasses.field(default_factory=dict)
+    #: The shared Redis is used (the test is skipped without it, or fails under CI).
+    redis: bool = False
+    #: A part of a command -> what holds while it runs (a lock the page describes).
+    during: dict[str, Callable[[Path], AbstractContextManager[object]]] = dataclasses.field(default_factory=dict)
+
+
+class ConsoleSession:
+    """One bash, as a reader's terminal: commands one after another, servers in the background."""
+
+    def __init__(self, page: Path, cwd: Path, setup: PageSetup) -> None:
+        self.page = page
+        self.cwd = ROOT if setup.in_repository else cwd
+        self.scratch = cwd
+        self.ports: dict[str, str] = {}
+        self.bindings: dict[str, str] = dict(setup.rewrites)
+        self.rewrites = setup.rewrites
+        self.during = setup.during
+        self.servers: list[Server] = []
+        self.failures: list[str] = []
+        self.count = 0
+        bin_dir = Path(sys.executable).parent
+        env = {
+            "PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(cwd),
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "PYTHONUNBUFFERED": "1",
+            **setup.env,
+        }
+        self.bash = subprocess.Popen(
+            ["bash", "--norc", "--noprofile"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.cwd,
+            env=env,
+            text=True,
+        )
+        # Job control: each background server in a process group of its own, which a
+        # Ctrl-C (SIGINT to the group) reaches as it would from a terminal.
+        self._send("set -m; __rc=0\n")
+        # The venv a reader made in the clone (`.venv/bin/...`): the test's.
+        (cwd / ".venv").symlink_to(Path(sys.prefix))
+        self.holders: list[socket.socket] = []
+        for documented in setup.occupied:
+            holder = socket.create_server(("127.0.0.1", 0))
+            self.ports[documented] = str(holder.getsockname()[1])
+            self.holders.append(holder)
+        for command in setup.before:
+            self.run(Command(command, [], "setup"), compare=False)
+
+    def _send(self, text: str) -> None:
+        assert self.bash.stdin is not None
+        self.bash.stdin.write(text)
+        self.bash.stdin.flush()
+
+    def substitute(self, text: str) -> str:
+        for documented, real in self.bindings.items():
+            text = text.replace(documented, real)
+
+        def moved(match: re.Match[str]) -> str:
+            documented = match.group(0)
+            if documented in _BACKEND_PORTS:
+                return documented
+            if documented not in self.ports:
+                self.ports[documented] = str(free_port())
+            return self.ports[documented]
+
+        return _PORT.sub(moved, text)
+
+    def _real_output(self, text: str) -> list[str]:
+        for documented, real in [*self.rewrites.items(), ("~", str(self.scratch))]:
+            text = text.replace(real, documented)
+        for documented, real in self.ports.items():
+            # A port on its own, not digits inside a token or a digest.
+            text = re.sub(rf"(?<![\w-]){real}(?![\w-])", documented, text)
+        return text.replace("\r\n", "\n").splitlines()
+
+    def run(self, command: Command, compare: bool = True) -> None:
+        port = server_default_port(command.text)
+        if port is not None:
+            self.start_server(command, port, quiet=not compare)
+            return
+        holds = [hold for part, hold in self.during.items() if part in command.text]
+        self.count += 1
+        out = self.scratch / f".console-{self.count}.out"
+        done = self.scratch / f".console-{self.count}.done"
+        text = self.substitute(command.text)
+        with contextlib.ExitStack() as stack:
+            for hold in holds:
+                stack.enter_context(hold(self.cwd))
+            self._send(f"(exit $__rc); {{ {text}\n}} > {out} 2>&1 < /dev/null; __rc=$?; echo $__rc > {done}\n")
+            deadline = time.monotonic() + 120
+            while not done.exists() or not done.read_text():
+                assert time.monotonic() < deadline, f"{command.where}: {command.text} did not end in 120 s"
+                time.sleep(0.02)
+        if compare:
+            self.compare(command, self._real_output(out.read_text(encoding="utf-8", errors="replace")))
+
+    def start_server(self, command: Command, default_port: int, quiet: bool = False) -> None:
+        text = self.substitute(_with_explicit_port(command.text, default_port))
+        match = _PORT.search(text)
+        assert match
+        port = int(match.group(0))
+        for server in [s for s in self.servers if s.port == port]:
+            self.stop(server)
+        self.count += 1
+        log = self.scratch / f".console-{self.count}.log"
+        pid_file = self.scratch / f".console-{self.count}.pid"
+        self._send(f"{{ {text}\n}} > {log} 2>&1 < /dev/null &\necho $! > {pid_file}\n")
+        deadline = time.monotonic() + 60
+        # The log too: the port may still be open from the server stopped just before, while
+        # the new command has not yet opened its output.
+        while not pid_file.exists() or not pid_file.read_text().strip() or not log.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        pid = int(pid_file.read_text())
+        server = Server(command, port, pid, log, quiet=quiet)
+        while not port_open("127.0.0.1", port):
+            if not _alive(pid):
+                printed = self._real_output(log.read_text(encoding="utf-8", errors="replace"))
+                assert not quiet, f"{command.where}: {command.text} ended: {printed}"
+                # It ended by itself (a configuration error, say): an ordinary command.
+                self.compare(command, printed)
+                return
+            assert time.monotonic() < deadline, f"{command.where}: {command.text} did not listen in 60 s"
+            time.sleep(0.05)
+        # What the terminal shows before the reader moves on: the start-up, once it is quiet
+        # (and, on a loaded machine, not before it has as many lines as the page shows).
+        size, quiet_since = -1, time.monotonic()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            time.monotonic() - quiet_since < 1.0
+            or len(self._real_output(log.read_text(encoding="utf-8", errors="replace"))) < len(command.output)
+        ):
+            if log.stat().st_size != size:
+                size, quiet_since = log.stat().st_size, time.monotonic()
+            time.sleep(0.05)
+        server.started = self._real_output(log.read_text(encoding="utf-8", errors="replace"))
+        self.servers.append(server)
+
+    def stop(self, server: Server) -> None:
+        """Ctrl-C, then what the server printed against what the page shows."""
+        self.servers.remove(server)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pgid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while _group_alive(server.pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pgid, signal.SIGKILL)
+        if server.quiet or not server.command.output:
+            return  # a server whose output the page does not show: it started, that is all
+        real = self._real_output(server.log.read_text(encoding="utf-8", errors="replace"))
+        if not server.command.stops_server:
+            real = server.started
+        # A worker that gets the Ctrl-C itself may exit before it logs that it does: its line
+        # is there or not, on the page as in a terminal (the page says so).
+        shown = [line for line in server.command.output if not _WORKER_EXITING.search(line)]
+        real = [line for line in real if not _WORKER_EXITING.search(line)]
+        server.command = dataclasses.replace(server.command, output=shown)
+        self.compare(server.command, real, any_order=True)
+
+    def compare(self, command: Command, real: list[str], any_order: bool = False) -> None:
+        shown = list(command.output)
+        for documented, produced in zip(_bindable(shown), _bindable(real), strict=False):
+            if documented != produced:
+                self.bindings[documented] = produced
+        # A blank line between two commands of a block is the page's layout.
+        masked_shown = [mask(line) for line in shown]
+        masked_real = [mask(line) for line in real]
+        while masked_shown and not masked_shown[-1]:
+            masked_shown.pop()
+        while masked_real and not masked_real[-1]:
+            masked_real.pop()
+        if any_order and "..." not in masked_shown:  # with "...", the lines in order
+            masked_shown.sort()
+            masked_real.sort()
+        if not _matches(masked_shown, masked_real):
+            diff = difflib.unified_diff(masked_shown, masked_real, "the page", "the run", lineterm="", n=0)
+            self.failures.append(
+                f"{command.where}: $ {command.text}\n" + "\n".join(list(diff)[2:]) + "\nit printed:\n" + "\n".join(real)
+            )
+
+    def close(self) -> None:
+        for holder in self.holders:
+            holder.close()
+        try:
+            while self.servers:
+                self.stop(self.servers[0])
+        finally:
+            for server in self.servers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pgid, signal.SIGKILL)
+            if self.bash.poll() is None:
+                self._send("exit\n")
+                try:
+                    self.bash.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.bash.kill()
+            assert self.bash.stdin is not None
+            self.bash.stdin.close()
+
+
+def _matches(shown: list[str], real: list[str]) -> bool:
+    """The lines are equal, a line "..." of the page standing for any lines (a traceback's)."""
+    if "..." not in shown:
+        return shown == real
+    pattern = "".join(r"(?:.*\n)*?" if line == "..." else re.escape(line) + r"\n" for line in shown)
+    return re.fullmatch(pattern, "".join(line + "\n" for line in real)) is not None
+
+
+def _bindable(lines: list[str]) -> list[str]:
+    text = "\n".join(lines)
+    found: list[tuple[int, str]] = []
+    for pattern in _BINDABLE:
+        found.extend((m.start(), m.group(0)) for m in pattern.finditer(text))
+    return [value for _, value in sorted(found)]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+#: Commands not run (those that contain the key), each with why: the page shows them, the
+#: test cannot run them as shown.
+NOT_RUN = {
+    "python3 -m venv .venv && .venv/bin/pip install": "installs into a new venv from the network, for minutes; "
+    "tests/test_packaging.py installs the built wheel into a clean venv instead",
+    "pip install -e '.[asgi]' fastapi python-multipart": "the test venv has these already (the test extra); "
+    "installing would change the venv the suite runs in",
+    "CIBA_STORE_URL=postgresql://app@db:5432/tickets": "names a database host of the reader's network ('db'), "
+    "which answers that the database does not exist",
+}
+
+#: The grants README.md's server runs with, and docs/api.md's.
 EXAMPLE_GRANTS = [
     {"service": "715948317", "token": "dev-token-715948317"},
     {"service": "715948317", "api_secret": "dev-secret-715948317"},
 ]
-_DATE = re.compile(r"^(Date|Request-Id): .*$", re.MULTILINE)
 
 
-def console_examples(path: Path) -> list[Any]:
-    """``(command, output)`` of each ``$ curl`` against the example server in ``path``'s console blocks."""
-    examples = []
-    for block in re.findall(r"^```console\n(.*?)^```", path.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL):
-        for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
-            lines = chunk.splitlines()
-            # The command runs on while its lines end with a backslash; the output follows.
-            end = next(i for i, line in enumerate(lines) if not line.endswith("\\"))
-            command = " ".join(line.removesuffix("\\").strip() for line in lines[: end + 1])
-            if command.startswith("curl ") and EXAMPLE_HOST in command:
-                output = "\n".join(lines[end + 1 :]).strip("\n")
-                examples.append(pytest.param(command, output, id=f"{path.name}:{len(examples) + 1}"))
-    return examples
+#: cli.md's app that already carries the middleware, as the page describes it.
+CARRIER = "from ciba_middleware import from_env, not_found_app\n\napp = from_env(not_found_app)\n"
 
 
-DOC_EXAMPLES = [*console_examples(ROOT / "README.md"), *console_examples(DOCS / "api.md")]
-
-
-def test_docs_have_curl_examples() -> None:
-    assert len(DOC_EXAMPLES) >= 15
-
-
-@pytest.fixture(scope="module")
-def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Path]]:
-    if shutil.which("curl") is None:
-        unreachable("curl is not installed")
-    tmp = tmp_path_factory.mktemp("examples")
-    (tmp / "big").write_bytes(b"a" * 20000)  # docs/api.md: head -c 20000 /dev/zero | tr '\0' a > big
-    server = LiveServer(
-        "ciba_middleware.wsgi:application",
-        # timeout=0: the store-failure example holds the write lock (see below).
-        {"CIBA_STORE_URL": f"sqlite:///{tmp / 'tickets.sqlite3'}?timeout=0", "CIBA_TOKENS": json.dumps(EXAMPLE_GRANTS)},
-    )
-    yield server, tmp
-    server.stop()
-
-
-@pytest.mark.parametrize(("command", "output"), DOC_EXAMPLES)
-def test_curl_example_gives_the_documented_output(
-    example_server: tuple[LiveServer, Path], command: str, output: str
-) -> None:
-    server, cwd = example_server
-    argv = shlex.split(command.replace(EXAMPLE_HOST, server.url))
-    lock = sqlite3.connect(cwd / "tickets.sqlite3", isolation_level=None)
+@contextlib.contextmanager
+def _sqlite_locked(cwd: Path) -> Iterator[None]:
+    """Another process holds the write lock of the default SQLite store (the store-failure example)."""
+    lock = sqlite3.connect(cwd / "ciba-tickets.sqlite3", isolation_level=None)
     try:
-        if "A185101" in output:  # the store-failure example: SQLite locked by another process
-            lock.execute("BEGIN EXCLUSIVE")
-        result = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=30, check=False)
+        lock.execute("BEGIN EXCLUSIVE")
+        yield
     finally:
         lock.close()
-    assert result.returncode == 0, result.stderr
-    got = result.stdout.decode().replace("\r\n", "\n").strip("\n")
-    assert _DATE.sub("Date: -", got) == _DATE.sub("Date: -", output)
 
 
-#: The pages this test file keeps honest; the others' links are their authors' to check.
-#: README.md's links are absolute, for the package index: tests/test_packaging.py checks them.
-LINKED_PAGES = [
-    *(DOCS / name for name in ("index.md", "getting-started.md", "configuration.md", "api.md")),
-    *(DOCS / name for name in ("deployment.md", "security.md", "design.md", "authlete.md")),
-]
-_LINK = re.compile(r"\]\(([^)\s]+)\)")
+#: A grant for the pages whose commands only count the grants.
+GRANT_715948317 = json.dumps([{"service": "715948317", "token_sha256": sha256_hex("not-a-secret")}])
 
 
-def _anchors(page: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
-    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+#: What each page assumes before its first block.
+SETUPS: dict[str, PageSetup] = {
+    "cli.md": PageSetup(
+        files={"hello.py": 0, "carrier.py": CARRIER},
+        occupied=("8000",),
+    ),
+    "getting-started.md": PageSetup(files={"fail_with_authlete.py": 0}),
+    # The demo the page starts with `bash scripts/demo`, which makes a venv first.
+    "README.md": PageSetup(
+        files={"app.py": 0}, env={"PYTHONPATH": str(ROOT)}, before=["python -m example_app --port 8080"]
+    ),
+    # The server of README.md's "The API over HTTP"; the store fails at once when locked.
+    "api.md": PageSetup(
+        env={"CIBA_TOKENS": json.dumps(EXAMPLE_GRANTS)},
+        before=[
+            "CIBA_STORE_URL='sqlite:///ciba-tickets.sqlite3?timeout=0' "
+            "gunicorn --bind 127.0.0.1:8000 ciba_middleware.wsgi:application"
+        ],
+        during={"ticket=FMU5Ne1SxQJTy1DSkcl4tnC_N_--WMTenfU141bS7lI": _sqlite_locked},
+    ),
+    "deployment.md": PageSetup(env={"CIBA_TOKENS": '[{"service": "1", "token": "aaaa"}]'}),
+    # The Redis database of the test run, rather than the page's 15.
+    "operations.md": PageSetup(
+        env={"CIBA_TOKENS": GRANT_715948317},
+        rewrites={"redis://127.0.0.1:6379/15": REDIS_URL.rstrip("/")},
+        redis=True,
+    ),
+    # The settings, views and URLs the page has the reader write into the new project.
+    "django.md": PageSetup(after={"cd mysite": lambda cwd: edit_django_project(cwd / "mysite")}),
+    # The demo is the repository's, run from a clone.
+    "example-app.md": PageSetup(env={"PYTHONPATH": str(ROOT)}),
+    # `mkdocs serve` serves the repository's docs/.
+    "packaging.md": PageSetup(in_repository=True),
+}
+
+CONSOLE_PAGES = [page for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))] if console_blocks(page)]
 
 
-@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda p: p.name)
-def test_relative_links_and_anchors_resolve(page: Path) -> None:
-    links = [link for link in _LINK.findall(page.read_text(encoding="utf-8")) if "://" not in link]
-    assert links
-    for link in links:
-        target, _, anchor = link.partition("#")
-        path = (page.parent / target).resolve() if target else page
-        assert path.is_file(), f"{page.name}: {link}"
-        if anchor and path.suffix == ".md":
-            assert anchor in _anchors(path), f"{page.name}: {link}"
+def _not_run(command: Command) -> str | None:
+    for part, why in NOT_RUN.items():
+        if part in command.text:
+            return why
+    return None
+
+
+def test_every_exception_names_a_command_of_the_docs() -> None:
+    commands = [c.text for page in CONSOLE_PAGES for block in console_blocks(page) for c in block]
+    for part in NOT_RUN:
+        assert [c for c in commands if part in c], part
+
+
+@pytest.mark.parametrize("page", CONSOLE_PAGES, ids=lambda page: page.name)
+def test_console_examples_print_what_the_page_shows(page: Path, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        unreachable("curl is not installed")
+    setup = SETUPS.get(page.name, PageSetup())
+    if setup.redis and not port_open("127.0.0.1", 6379):
+        unreachable("Redis is not listening on 127.0.0.1:6379")
+    blocks = console_blocks(page)
+    python = python_blocks(page)
+    files = {name: python[index] if isinstance(index, int) else index for name, index in setup.files.items()}
+    for code in python:
+        named = re.match(r"# ([\w/.-]+\.py)\n", code)
+        if named:
+            files[named.group(1)] = code
+    session = ConsoleSession(page, tmp_path, setup)
+    try:
+        for block in blocks:
+            for command in block:
+                if _not_run(command) is None:
+                    # The page's files as the reader has them by now: with the session's
+                    # ports (a base URL, say) and the values made so far (a token).
+                    for name, text in files.items():
+                        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+                        if not (tmp_path / name).exists() or (tmp_path / name).read_text() != session.substitute(text):
+                            (tmp_path / name).write_text(session.substitute(text), encoding="utf-8")
+                    session.run(command)
+                    if command.text in setup.after:
+                        setup.after[command.text](tmp_path)
+    finally:
+        session.close()
+    assert not session.failures, "\n\n".join(session.failures)
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+
+
+# -- the console runner itself ------------------------------------------------------------
+
+
+def _session_of(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> ConsoleSession:
+    tmp_path.mkdir(exist_ok=True)
+    page = tmp_path / "page.md"
+    page.write_text(text, encoding="utf-8")
+    (work := tmp_path / "work").mkdir()
+    for name, content in (files or {}).items():
+        (work / name).write_text(content, encoding="utf-8")
+    session = ConsoleSession(page, work, PageSetup())
+    try:
+        for block in console_blocks(page):
+            for command in block:
+                session.run(command)
+    finally:
+        session.close()
+    return session
+
+
+def test_the_runner_reports_an_output_the_page_does_not_show(tmp_path: Path) -> None:
+    session = _session_of(tmp_path, "```console\n$ echo hello\ngoodbye\n$ echo $?\n0\n```\n")
+    assert len(session.failures) == 1
+    assert "page.md:2: $ echo hello" in session.failures[0]
+    assert "-goodbye\n+hello" in session.failures[0]
+
+
+def test_the_runner_masks_volatile_parts_binds_pasted_values_and_keeps_the_state(tmp_path: Path) -> None:
+    """A random value printed, then pasted by the page into a later command; `cd`, exit codes."""
+    text = textwrap.dedent(
+        """\
+        ```console
+        $ python -c 'import secrets; print(secrets.token_urlsafe(32))'
+        RHo-IiridkeT4bNbYGAVYnG9G_b0m56_eZ_1kjUgeY0
+        $ V=RHo-IiridkeT4bNbYGAVYnG9G_b0m56_eZ_1kjUgeY0; echo ${#V} "$V" | grep -c -- "$V"
+        1
+        $ mkdir d && cd d && false
+        $ echo $? "$(basename "$PWD")"
+        1 d
+        $ date -u '+%Y-%m-%dT%H:%M:%SZ'
+        2026-11-27T06:45:08Z
+        $ python -c 'raise SystemExit("boom")'
+        ...
+        boom
+        ```
+        """
+    )
+    assert _session_of(tmp_path, text).failures == []
+
+
+#: A server that says where it listens, for the runner's own test.
+_ECHO_SERVER = textwrap.dedent(
+    """\
+    import argparse, http.server
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int)
+    port = parser.parse_args().port
+    print(f"listening on http://127.0.0.1:{port}", flush=True)
+    http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+    """
+)
+
+
+def test_the_runner_compares_a_servers_start_up_and_moves_its_port(tmp_path: Path) -> None:
+    """The page's port becomes a free one, and back in the output; a stale start-up fails."""
+    shown = "listening on http://127.0.0.1:8000"
+    call = "curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8000/"
+    good = f"```console\n$ python echo_server.py --port 8000\n{shown}\n$ {call}\n200\n```\n"
+    files = {"echo_server.py": _ECHO_SERVER}
+    SERVERS[r"python echo_server\.py\b"] = 8000
+    try:
+        assert _session_of(tmp_path / "good", good, files).failures == []
+        stale = good.replace(f"{shown}\n", "listening on http://127.0.0.1:8000 (pid 7)\n")
+        failures = _session_of(tmp_path / "stale", stale, files).failures
+    finally:
+        del SERVERS[r"python echo_server\.py\b"]
+    assert len(failures) == 1
+    assert f"+{shown}" in failures[0]

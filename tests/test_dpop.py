@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from base64 import urlsafe_b64encode
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,10 @@ def test_the_same_jti_from_two_keys_is_two_proofs() -> None:
         ({"iat_offset": MAX_SKEW + 5}, "ahead"),
         ({"claims": {"iat": "now"}}, "numeric iat"),
         ({"claims": {"iat": True}}, "numeric iat"),
+        # NaN compares false with both bounds: without a check it passes forever.
+        ({"claims": {"iat": float("nan")}}, "numeric iat"),
+        ({"claims": {"iat": float("inf")}}, "numeric iat"),
+        ({"claims": {"iat": float("-inf")}}, "numeric iat"),
         ({"drop": ("iat",)}, "numeric iat"),
         ({"drop": ("jti",)}, "needs a jti"),
         ({"claims": {"jti": ""}}, "needs a jti"),
@@ -116,6 +121,14 @@ def test_a_wrong_member_is_refused(kwargs: dict[str, Any], detail: str) -> None:
         kwargs["claims"] = {"iat": int(time.time() + kwargs.pop("iat_offset"))}
     error = refused(proof(RSA, URL, **kwargs), detail=detail)
     assert PROOF_ERROR in error.headers[0][1]
+
+
+def test_a_deeply_nested_jose_header_is_refused_not_an_error() -> None:
+    """1,500 levels: Python's JSON reader raises RecursionError, which was a 500."""
+    nested = "[" * 1500 + "]" * 1500
+    _, body, signature = proof(RSA, URL).split(".")
+    deep = urlsafe_b64encode(f'{{"typ":"dpop+jwt","x":{nested}}}'.encode()).decode().rstrip("=")
+    refused(f"{deep}.{body}.{signature}", detail="nests too deeply")
 
 
 def test_expired_and_future_proofs_are_refused_at_the_edges() -> None:

@@ -456,15 +456,22 @@ def test_backchannel_fail_accepts_any_name_of_a_reason(reason: Any, description:
     assert (type(error.reason), str(error), error.ticket) == (Reason, message, "t" * 43)
 
 
-def test_init_app_logs_the_store_without_its_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A Redis store is built without connecting, so an unreachable one is fine here."""
+def test_init_app_logs_the_start_up_line_without_the_store_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one start-up line every integration writes (the settings'); a Redis store is
+    built without connecting, so an unreachable one is fine here."""
+    from ciba_middleware import config
+
+    monkeypatch.setattr(config, "_announced", set())
     app = Flask(__name__)
     app.config.update(CIBA_STORE_URL="redis://:s3cret@127.0.0.1:1/0", CIBA_TOKENS=GRANTS, CIBA_SERVICE_ID=SERVICE)
-    with caplog.at_level(logging.INFO, logger="ciba_middleware.flask"):
+    with caplog.at_level(logging.INFO, logger="ciba_middleware"):
         CibaMiddleware(app)
-    assert [r.getMessage() for r in caplog.records if r.name == "ciba_middleware.flask"] == [
-        f"fail API served under /api/ for service {SERVICE}, tickets in redis://:***@127.0.0.1:1/0"
-    ]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("ciba_middleware")]
+    assert len(lines) == 1
+    assert lines[0].startswith("fail API at POST /api/{serviceId}/backchannel/authentication/fail (v3)")
+    assert "; store redis://:***@127.0.0.1:1/0; " in lines[0]
     assert "s3cret" not in caplog.text
     CibaMiddleware.state(app).store.close()
 

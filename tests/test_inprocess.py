@@ -203,4 +203,5 @@ def test_an_http_event_has_every_field_in_its_place(
         "traceparent": "tp",
         "trace_id": None,
         "span_id": None,
+        "endpoint": None,
     }

@@ -1,9 +1,10 @@
 """The package's layering, read from its own imports (docs/development.md draws it).
 
-Floors, from the bottom: the leaves (``errors``, ``reasons``, ``redact``) import nothing of
-the package; the core (``core`` and the stages it calls: ``auth`` with ``dpop``, ``request``,
-``response``, ``events``, and the store protocol ``stores/base``) imports only the core and
-the leaves; each store backend imports only the leaves and ``stores/``; adapters and
+Floors, from the bottom: the leaves (``errors``, ``reasons``, ``redact``, ``tuples``) import
+nothing of the package; the core (``core`` and the stages it calls: ``auth`` with ``dpop``,
+``request``, ``response``, ``events``, the store protocol ``stores/base``, ``adapter``, the
+base every adapter stands on, and the CIBA family's routes ``ciba/answers``) imports only the
+core and the leaves; each store backend imports only the leaves and ``stores/``; adapters and
 tools (the WSGI middleware, the framework glue, ``config``, ``cli``, ...) sit on top. A
 framework is imported only by the one module made for it.
 """
@@ -23,8 +24,10 @@ from conftest import GRANTS
 import ciba_middleware
 
 PACKAGE = Path(ciba_middleware.__file__).parent
-LEAVES = {"errors", "reasons", "redact"}
-CORE = {"core", "auth", "dpop", "request", "response", "events", "stores", "stores.base"}
+LEAVES = {"errors", "reasons", "redact", "tuples"}
+CORE = {"core", "adapter", "auth", "dpop", "request", "response", "events", "stores", "stores.base", "ciba.answers"}
+#: The adapters: each a translation of its server's request and answer, on the one base.
+ADAPTERS = ("middleware", "asgi", "django")
 #: Modules that exist to glue the package to one framework, and that framework.
 FRAMEWORK_GLUE = {"flask": "flask", "django": "django", "asgi": "starlette"}
 FRAMEWORKS = ("flask", "django", "starlette", "fastapi")
@@ -98,6 +101,11 @@ def test_the_core_imports_only_the_core_and_the_leaves(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(n for n in GRAPH if n.startswith("stores.")))
 def test_a_store_imports_only_stores_and_the_leaves(name: str) -> None:
     assert {m for m in GRAPH[name] if not m.startswith("stores")} - LEAVES == set()
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_every_adapter_stands_on_the_base(name: str) -> None:
+    assert "adapter" in GRAPH[name]
 
 
 def test_only_the_command_lines_import_the_cli() -> None:

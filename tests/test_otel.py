@@ -49,10 +49,9 @@ def audit_lines(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[
 
 def _middleware(tmp_path: Path, provider: TracerProvider, prefix: str = "") -> BackchannelFailMiddleware:
     settings = Settings.from_mapping(ciba_env(tmp_path, CIBA_AUDIT_LOG="off", CIBA_PATH_PREFIX=prefix))
-    api, app = settings.build_api(not_found_app, observers=[Tracing(prefix=prefix, tracer_provider=provider)])
-    api.observers = (*api.observers, AuditLog())
-    assert app is not None
-    return BackchannelFailMiddleware.around(app, api)
+    site = settings.build_api(observers=[Tracing(prefix=prefix, tracer_provider=provider)])
+    site.api.observers = (*site.api.observers, AuditLog())
+    return BackchannelFailMiddleware.around(not_found_app, site)
 
 
 def test_a_span_per_call_named_by_the_route_in_the_callers_trace(

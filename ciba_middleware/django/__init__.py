@@ -6,11 +6,13 @@
     MIDDLEWARE = ["ciba_middleware.django.CibaMiddleware", ...]   # first
     CIBA_MIDDLEWARE = {"TOKENS": [...], "STORE_URL": "sqlite:///tickets.sqlite3", "SERVICE_ID": "715948317"}
 
-The keys of ``CIBA_MIDDLEWARE`` are the ``CIBA_*`` variables without their prefix
-(:mod:`ciba_middleware.config`), plus ``SERVICE_ID`` and ``SERVER_ERROR_STATUS``
-(:mod:`ciba_middleware.views`); a key left out is read from the environment
-(``CIBA_TOKENS``, ...). Nothing is read or built until the fail API or a view first needs
-it, once per process, so ``manage.py`` commands that do not serve need no configuration.
+The keys of ``CIBA_MIDDLEWARE`` are the ``CIBA_*`` variables without their prefix, every one
+of :data:`ciba_middleware.config.VARIABLES` (``SERVICE_ID`` and ``SERVER_ERROR_STATUS``, the
+views' two, included); a key it does not know is an error, and a key left out is read from
+the environment (``CIBA_TOKENS``, ...). Nothing is read or built until the first request
+or a view needs it, once per process, so ``manage.py`` commands that do not serve need no
+configuration. The middleware is a translation (:mod:`ciba_middleware.adapter` holds the
+rules): it serves the fail API, and the health and metrics endpoints when configured.
 
 In a view::
 
@@ -40,22 +42,23 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from ..config import Settings
-from ..core import API_PATH, Answer, FailApi, pick_request_id
-from ..dpop import request_url
-from ..errors import ConfigurationError, InternalError
+from ..adapter import Adapter, BackchannelFail, unconfigured
+from ..config import VARIABLES, Settings
+from ..core import ROUTED_SUFFIXES, Answer, FailApi
+from ..errors import ConfigurationError
+from ..middleware import environ_request
 from ..reasons import Reason
-from ..redact import mask_url
 from ..request import Body
-from ..response import HEADERS, FailResponse, client_response, error_body
-from ..stores.base import TicketStore, ticket_hash
-from ..views import BackchannelFail, server_error_status, view_service
+from ..response import FailResponse
+from ..scope import Scope, scope_headers, scope_paths, scope_request
+from ..stores.base import TicketStore
 
 __all__ = [
     "KEYS",
     "SETTING",
     "CibaMiddleware",
     "CibaState",
+    "DjangoMiddleware",
     "afail",
     "aissue_ticket",
     "configuration",
@@ -69,48 +72,54 @@ log = logging.getLogger(__name__)
 
 #: The Django setting holding the configuration.
 SETTING = "CIBA_MIDDLEWARE"
-#: The keys it knows: the ``CIBA_*`` variables without their prefix.
-KEYS = (
-    "STORE_URL",
-    "TOKENS",
-    "TOKENS_FILE",
-    "PATH_PREFIX",
-    "MAX_BODY_BYTES",
-    "TICKET_TTL",
-    "AUDIT_LOG",
-    "AUDIT_FLUSH",
-    "SERVICE_ID",
-    "SERVER_ERROR_STATUS",
-)
 _ENV_PREFIX = "CIBA_"
+#: The keys it knows: the ``CIBA_*`` variables without their prefix.
+KEYS = tuple(name.removeprefix(_ENV_PREFIX) for name in VARIABLES)
 _NAME = re.compile(r"\bCIBA_([A-Z0-9_]+)\b")
 
 
 @dataclass(frozen=True)
 class CibaState:
-    """What the integration builds once per process from the configuration."""
+    """What the integration builds once per process from the configuration: the adapter's
+    base (:class:`~ciba_middleware.adapter.Adapter`, serving its settings' site)."""
 
-    api: FailApi
+    adapter: Adapter
     settings: Settings
-    service_id: str
-    server_error_status: int
+
+    @property
+    def api(self) -> FailApi:
+        return self.adapter.api
+
+    @property
+    def service_id(self) -> str:
+        return self.adapter.service_id
+
+    @property
+    def server_error_status(self) -> int:
+        return self.adapter.server_error_status
 
     @property
     def store(self) -> TicketStore:
-        return self.api.store
+        return self.adapter.api.store
 
 
 def configuration() -> tuple[dict[str, Any], frozenset[str]]:
     """The ``CIBA_*`` mapping the settings describe, and which of its keys came from the environment.
 
     ``CIBA_MIDDLEWARE[key]`` comes first; ``CIBA_<key>`` from the environment fills in what
-    it leaves out. Raises :class:`ConfigurationError` when the setting is not a dict.
+    it leaves out. Raises :class:`ConfigurationError` when the setting is not a dict or has
+    a key that is not a setting (:data:`KEYS`).
     """
     given = getattr(django_settings, SETTING, None)
     if given is None:
         given = {}
     if not isinstance(given, Mapping):
         raise ConfigurationError(f"{SETTING} must be a dict, not {type(given).__name__}")
+    unknown = sorted(str(key) for key in given if key not in KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"{SETTING} has keys that are not settings: {', '.join(unknown)} (known: {', '.join(KEYS)})"
+        )
     values: dict[str, Any] = {}
     from_env = set()
     for name, value in os.environ.items():
@@ -119,7 +128,7 @@ def configuration() -> tuple[dict[str, Any], frozenset[str]]:
             from_env.add(name)
     for key, value in given.items():
         name = f"{_ENV_PREFIX}{key}"
-        if key in KEYS and value is not None:
+        if value is not None:
             values[name] = value
             from_env.discard(name)
     return values, frozenset(from_env)
@@ -136,17 +145,10 @@ def build() -> CibaState:
     values, from_env = configuration()
     try:
         settings = Settings.from_mapping(values)
-        if settings.metrics_path:
-            raise ConfigurationError(
-                "CIBA_METRICS_PATH is set, but the Django middleware does not serve metrics: unset it"
-            )
-        api, _ = settings.build_api()
-        return CibaState(
-            api=api,
-            settings=settings,
-            service_id=view_service(values.get("CIBA_SERVICE_ID"), api.verifier),
-            server_error_status=server_error_status(values.get("CIBA_SERVER_ERROR_STATUS")),
-        )
+        # The views' service is settled before the store is opened (views=True).
+        adapter = Adapter()
+        adapter._serve(settings.build_api(views=True))
+        return CibaState(adapter=adapter, settings=settings)
     except ConfigurationError as exc:
         raise ConfigurationError(named(str(exc), from_env)) from None
 
@@ -164,12 +166,6 @@ def state() -> CibaState:
             current = _state
             if current is None:
                 current = _state = build()
-                log.info(
-                    "fail API served under %s/api/ for service %s, tickets in %s",
-                    current.settings.prefix,
-                    current.service_id,
-                    mask_url(current.settings.store_url),
-                )
     return current
 
 
@@ -235,13 +231,13 @@ async def afail(
 class CibaMiddleware:
     """Serve the fail API in a Django project, and answer :class:`BackchannelFail` from its views.
 
-    List it first in ``MIDDLEWARE``: the two fail routes are answered before URL routing
-    and before any other middleware's view processing (CSRF, sessions, authentication do
-    not apply to them). Every other request goes to the rest of the stack untouched; a
-    :class:`BackchannelFail` raised by a view becomes the client's response (status, JSON
-    body, no-store headers). Works in sync and async stacks (``runserver``, gunicorn,
-    ``get_asgi_application()`` under uvicorn); in an async stack the fail API's work runs
-    in a worker thread, off the event loop.
+    List it first in ``MIDDLEWARE``: the two fail routes (and the health and metrics paths,
+    when configured) are answered before URL routing and before any other middleware's view
+    processing (CSRF, sessions, authentication do not apply to them). Every other request
+    goes to the rest of the stack untouched; a :class:`BackchannelFail` raised by a view
+    becomes the client's response (status, JSON body, no-store headers). Works in sync and
+    async stacks (``runserver``, gunicorn, ``get_asgi_application()`` under uvicorn); in an
+    async stack the fail API's work runs in a worker thread, off the event loop.
 
     When the configuration is bad, the fail API answers a clean 500 (and logs the error)
     while every other request keeps being served; ``manage.py check`` reports it.
@@ -259,15 +255,16 @@ class CibaMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if request.path_info.endswith(API_PATH):
-            response = _serve(request)
-            if response is not None:
-                return response
+        if _passes(request):
+            return self.get_response(request)
+        response = _serve(request)
+        if response is not None:
+            return response
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        if request.path_info.endswith(API_PATH):
+        if not _passes(request):
             # Off the event loop: the store (and, on first use, building the state).
             response = await sync_to_async(_serve, thread_sensitive=False)(request)
             if response is not None:
@@ -277,72 +274,64 @@ class CibaMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, BackchannelFail):
             return None
-        current = state()
-        answer = current.api.fail(
-            current.service_id, exception.ticket, exception.reason, exception.description, exception.uri
-        )
-        log.debug(
-            "backchannel authentication request failed: %s, ticket %s",
-            exception.reason.value,
-            ticket_hash(exception.ticket) if exception.ticket else None,
-        )
-        reply = client_response(answer, server_error_status=current.server_error_status)
-        return HttpResponse(reply.body, status=reply.status, headers=dict(reply.headers))
+        return _response(state().adapter.view_failed(exception))
 
 
-_UNCONFIGURED = InternalError("the fail API is not configured; see the server log.")
+#: The Django middleware by what it is, beside the Flask extension
+#: (:class:`ciba_middleware.flask.FlaskExtension`).
+DjangoMiddleware = CibaMiddleware
+
+
+def _passes(request: HttpRequest) -> bool:
+    """Whether ``request`` surely goes to the rest of the stack: once built, without health or
+    metrics, only the fail API's paths are looked at."""
+    current = _state
+    return current is not None and not current.adapter.endpoints and not request.path_info.endswith(ROUTED_SUFFIXES)
 
 
 def _serve(request: HttpRequest) -> HttpResponse | None:
-    """The fail API's answer to ``request``, or None when the request is not for it."""
-    try:
-        api = state().api
-    except ConfigurationError as exc:
-        log.error("the fail API cannot serve %s: configuration error: %s", request.path_info, exc)
-        body = error_body(_UNCONFIGURED)
-        return _response(Answer(500, [*HEADERS, ("Content-Length", str(len(body)))], body))
-    # PATH_INFO as WSGI has it (raw bytes as latin-1), whichever handler made the request.
-    path = request.path_info
-    route = api.route(path if path.isascii() else path.encode("utf-8").decode("latin-1"))
-    if route is None:
-        return None
-    meta = request.META
-    dpop = meta.get("HTTP_DPOP", "")
-    environ: Mapping[str, Any] | None = getattr(request, "environ", None)
-    wsgi_input = environ.get("wsgi.input") if environ is not None else None
-    if environ is not None and wsgi_input is not None:
-        # Under WSGI, the server's stream: Django's own reads nothing of a chunked body.
-        read, terminated = wsgi_input.read, bool(environ.get("wsgi.input_terminated"))
+    """The answer to ``request`` of the fail API or of an endpoint beside it, or None when it is for neither."""
+    # Django's requests: a WSGIRequest has the server's environ, an ASGIRequest its scope.
+    scope: Scope | None = getattr(request, "scope", None)
+    if scope is None:
+        environ: dict[str, Any] = request.environ  # type: ignore[attr-defined]
+        # Django rewrites PATH_INFO and SCRIPT_NAME decoded as UTF-8: back to the bytes as latin-1.
+        root, path = _latin1(environ.get("SCRIPT_NAME", "")), _latin1(environ.get("PATH_INFO", ""))
     else:
-        # Under ASGI, Django has read the whole body already.
-        read, terminated = request.read, True
-    return _response(
-        api.respond(
-            route,
-            request.method or "",
-            meta.get("HTTP_AUTHORIZATION", ""),
-            Body(
-                meta.get("CONTENT_TYPE", ""),
-                meta.get("CONTENT_LENGTH", ""),
-                read,
-                terminated=terminated,
-                chunked=bool(meta.get("HTTP_TRANSFER_ENCODING")),
-            ),
-            meta.get("REMOTE_ADDR"),
-            pick_request_id(meta.get("HTTP_REQUEST_ID"), meta.get("HTTP_X_REQUEST_ID")),
-            dpop,
-            request_url(request.scheme or "http", _host(meta), meta.get("SCRIPT_NAME", "") + path) if dpop else "",
+        root, path = scope_paths(scope)
+    try:
+        adapter = state().adapter
+    except ConfigurationError as exc:
+        if not path.endswith(ROUTED_SUFFIXES):
+            return None
+        log.error("the fail API cannot serve %s: configuration error: %s", request.path_info, exc)
+        return _response(unconfigured())
+    route = adapter.route(path)
+    if route is None:
+        endpoint = adapter.endpoint(path)
+        if endpoint is None:
+            return None
+        meta = request.META
+        return _response(
+            endpoint.answer(request.method or "", meta.get("HTTP_AUTHORIZATION", ""), meta.get("HTTP_ACCEPT", ""))
         )
+    if scope is None:
+        # The server's stream: Django's own reads nothing of a chunked body.
+        return _response(adapter.api.respond(environ_request(environ, route, path)._replace(root=root)))
+    meta = request.META
+    # Under ASGI, Django has read the whole body already.
+    body = Body(
+        meta.get("CONTENT_TYPE", ""),
+        meta.get("CONTENT_LENGTH", ""),
+        request.read,
+        terminated=True,
+        chunked=bool(meta.get("HTTP_TRANSFER_ENCODING")),
     )
+    return _response(adapter.api.respond(scope_request(scope, scope_headers(scope), route, root, path, body)))
 
 
-def _host(meta: Mapping[str, Any]) -> str:
-    """The host the request was sent to, with its port when not the scheme's default (PEP 3333)."""
-    host: str = meta.get("HTTP_HOST") or meta.get("SERVER_NAME", "")
-    port = meta.get("SERVER_PORT", "")
-    if not meta.get("HTTP_HOST") and port and port not in ("80", "443"):
-        host = f"{host}:{port}"
-    return host
+def _latin1(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _response(answer: Answer) -> HttpResponse:

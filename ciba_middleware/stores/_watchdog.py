@@ -1,8 +1,10 @@
-"""The PostgreSQL store's watchdog: a client-side deadline for calls psycopg would wait on.
+"""The network stores' watchdog: a client-side deadline for calls that would wait on a socket.
 
 psycopg has no client-side timeout for a query: if the server is frozen, or the network
 drops packets without a reset, a call would wait for TCP to give up, many minutes. The
 watchdog shuts such a call's socket down, which wakes it with a connection error at once.
+On an event loop it also stands in for a timer per call (PostgreSQL's ``delete_async``,
+the Redis store's reads on the loop), which costs more than the watchdog's guard.
 """
 
 from __future__ import annotations

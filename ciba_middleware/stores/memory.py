@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from . import schemes_of
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket
+from .base import DEFAULT_TTL, check_record_key, check_record_value, checked_ttl, default_ttl_option, new_ticket
 
 __all__ = ["MemoryTicketStore"]
+
+# Records are swept of expired ones once every this many adds.
+_SWEEP_RECORDS_EVERY = 256
 
 
 class MemoryTicketStore:
@@ -27,6 +30,10 @@ class MemoryTicketStore:
 
     A ticket is kept under the pair (service, ticket), so deleting it is one ``dict.pop``:
     atomic without a lock of ours, and a ticket of another service is simply not found.
+
+    The CIBA family's records (:class:`~ciba_middleware.stores.base.RecordStore`) are kept the
+    same way, each compare-and-swap under the store's lock, and swept of expired ones once
+    every 256 adds.
 
     >>> store = MemoryTicketStore(default_ttl=60)
     >>> t = store.issue("42")
@@ -42,6 +49,10 @@ class MemoryTicketStore:
         # (expires_at, (service_id, ticket)), a heap; the lock guards it, not the dict
         self._expiry: list[tuple[float, tuple[str, str]]] = []
         self._lock = threading.Lock()
+        # (service_id, key) -> (value, expires_at): the CIBA family's records; the lock
+        # makes each compare-and-swap atomic.
+        self._records: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._adds = 0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryTicketStore:
@@ -80,6 +91,7 @@ class MemoryTicketStore:
         with self._lock:
             self._tickets.clear()
             self._expiry.clear()
+            self._records.clear()
 
     def __len__(self) -> int:
         """Tickets held, expired ones not yet swept included."""
@@ -107,3 +119,51 @@ class MemoryTicketStore:
                 return False
             claims[key] = now + ttl
             return True
+
+    # -- RecordStore -------------------------------------------------------------------
+
+    def add(self, service_id: str, key: str, value: bytes, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.RecordStore.add`, in this process only."""
+        check_record_key(key)
+        value = check_record_value(value)
+        ttl = checked_ttl(ttl)
+        now = time.monotonic()
+        with self._lock:
+            self._adds += 1
+            if self._adds % _SWEEP_RECORDS_EVERY == 0:
+                for old in [k for k, (_, until) in self._records.items() if until <= now]:
+                    del self._records[old]
+            found = self._records.get((service_id, key))
+            if found is not None and found[1] > now:
+                return False
+            self._records[(service_id, key)] = (bytes(value), now + ttl)
+            return True
+
+    def get(self, service_id: str, key: str) -> bytes | None:
+        check_record_key(key)
+        found = self._records.get((service_id, key))
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]
+
+    def swap(self, service_id: str, key: str, expected: bytes, value: bytes, ttl: float | None = None) -> bool:
+        check_record_key(key)
+        value = check_record_value(value)
+        expected = check_record_value(expected, "expected value")
+        if ttl is not None:
+            ttl = checked_ttl(ttl)
+        now = time.monotonic()
+        with self._lock:
+            found = self._records.get((service_id, key))
+            if found is None or found[1] <= now or found[0] != expected:
+                return False
+            self._records[(service_id, key)] = (bytes(value), found[1] if ttl is None else now + ttl)
+            return True
+
+    def take(self, service_id: str, key: str) -> bytes | None:
+        check_record_key(key)
+        with self._lock:
+            found = self._records.pop((service_id, key), None)
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]

@@ -7,6 +7,12 @@ race exactly one sees a row deleted. Time is the server's ``now()``, so the host
 do not matter. Expired rows are never visible and are swept out now and then by ``issue``
 (and by :meth:`PostgreSQLTicketStore.sweep`).
 
+The CIBA family's records (:class:`~ciba_middleware.stores.base.RecordStore`) live in a
+table beside it, ``{table}_records`` (``service``, ``key``, ``value`` bytea,
+``expires_at``), created on the first record call: one statement per call (``INSERT ... ON
+CONFLICT`` that takes over only an expired row, ``SELECT``, ``UPDATE ... WHERE value =
+expected``, ``DELETE ... RETURNING``), swept by every 256th ``add`` and by ``sweep``.
+
 The table (and its schema) is created when missing, once per process, under an advisory
 lock so that many workers starting together do not trip over each other, and again by a
 call that finds it dropped. A database user without CREATE rights works too when the table
@@ -37,6 +43,7 @@ libpq, which checks it at start-up (``sslmode``, ``application_name``, ``connect
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -45,18 +52,26 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from . import schemes_of
-from ._watchdog import Unanswered, Watchdog
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
+from ._watchdog import Guard, Unanswered, Watchdog
+from .base import (
+    DEFAULT_TTL,
+    check_record_key,
+    check_record_value,
+    checked_ttl,
+    default_ttl_option,
+    new_ticket,
+    number_option,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 __all__ = ["PostgreSQLTicketStore"]
 
@@ -69,7 +84,7 @@ if TYPE_CHECKING:
     Work = Callable[[psycopg.Connection[Any], psycopg.Cursor[Any]], T]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
-# Sweep expired rows once every this many issues per process: cheap, and bounded.
+# Sweep expired rows once every this many issues (records: adds) per process: cheap, and bounded.
 _SWEEP_EVERY = 256
 # Timeouts: above 0, at most an hour. Pool sizes: whole numbers up to this.
 _SECONDS: dict[str, Any] = {"exclusive_minimum": True, "maximum": 3600.0}
@@ -216,17 +231,56 @@ class PostgreSQLTicketStore:
         self._delete_sql = f"DELETE FROM {table_sql} WHERE ticket = %s AND service = %s AND expires_at > now()".encode()
         self._sweep_sql = f"DELETE FROM {table_sql} WHERE expires_at <= now()".encode()
 
+        # The CIBA family's records (base.RecordStore), in a table of their own beside the
+        # tickets', created on the first record call: a store that serves only the fail API
+        # never needs it, nor the right to create it.
+        records_name = sql.Identifier(schema, f"{table}_records") if schema else sql.Identifier(f"{table}_records")
+        records = f'"{schema}"."{table}_records"' if schema else f'"{table}_records"'
+        self._records_qualified = records
+        self._records_create: list[sql.Composed] = [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (service text NOT NULL, key text NOT NULL, value bytea NOT NULL, "
+                "expires_at timestamptz NOT NULL, PRIMARY KEY (service, key))"
+            ).format(records_name),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_at)").format(
+                sql.Identifier(f"{table}_records_exp"), records_name
+            ),
+        ]
+        # One statement each, in autocommit: the row lock makes each atomic, and of callers
+        # racing on one row the first to lock it changes it; the others, waiting, find its
+        # new version no longer matching (READ COMMITTED re-checks the WHERE) and change nothing.
+        self._add_sql = (
+            f"INSERT INTO {records} AS r (service, key, value, expires_at) "
+            "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+            "ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at "
+            "WHERE r.expires_at <= now()"
+        ).encode()
+        self._get_sql = f"SELECT value FROM {records} WHERE service = %s AND key = %s AND expires_at > now()".encode()
+        where = "WHERE service = %s AND key = %s AND value = %s AND expires_at > now()"
+        self._swap_sql = f"UPDATE {records} SET value = %s {where}".encode()
+        self._swap_ttl_sql = (
+            f"UPDATE {records} SET value = %s, expires_at = now() + make_interval(secs => %s) {where}"
+        ).encode()
+        self._take_sql = (
+            f"DELETE FROM {records} WHERE service = %s AND key = %s AND expires_at > now() RETURNING value"
+        ).encode()
+        self._sweep_records_sql = f"DELETE FROM {records} WHERE expires_at <= now()".encode()
+
         self._lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._held: _HeldConnections | None = None
         self._watchdog: Watchdog | None = None
+        #: delete_async's pool and held connections, of one event loop and fork count.
+        self._aio: _AsyncPool | None = None
         # The server cancels a statement after statement_timeout; allow it a second more
         # to say so before deciding it cannot answer.
         self._io_timeout = self.statement_timeout + 1.0
         #: The value of _forks when the pool was made (-1: not yet).
         self._forks = -1
         self._schema_ready = False
+        self._records_ready = False
         self._issued = 0
+        self._added = 0
         # Whether the last call found the server gone (see _run). True at first: until the
         # pool has a connection, calls connect by themselves, so that a server that cannot
         # be reached is named with libpq's reason, not as a wait for the pool.
@@ -279,23 +333,28 @@ class PostgreSQLTicketStore:
                 return self._pool
             # A pool must not cross a fork (its worker threads stay behind in the parent):
             # a gunicorn worker forked after the store was built opens its own.
-            self._pool = ConnectionPool(
-                self.conninfo,
-                kwargs={"autocommit": True},
-                min_size=self.pool_min_size,
-                max_size=self.pool_max_size,
-                timeout=self.pool_timeout,
-                reconnect_timeout=self.pool_reconnect_timeout,
-                configure=self._configure,
-                name="ciba-tickets",
-                open=False,
-            )
+            self._pool = ConnectionPool(**self._pool_options(self._configure, "ciba-tickets"))
             self._pool.open(wait=False)
             self._held = _HeldConnections(self._pool, self._new_cursor)
             self._watchdog = Watchdog()
             self._forks = _forks
-            self._schema_ready = False
+            self._schema_ready = self._records_ready = False
             return self._pool
+
+    def _pool_options(self, configure: Callable[..., Any], name: str) -> dict[str, Any]:
+        """The pool's settings, the same for the threads' pool and the event loop's: the
+        store URL's options, connections in autocommit, opened by the caller."""
+        return {
+            "conninfo": self.conninfo,
+            "kwargs": {"autocommit": True},
+            "min_size": self.pool_min_size,
+            "max_size": self.pool_max_size,
+            "timeout": self.pool_timeout,
+            "reconnect_timeout": self.pool_reconnect_timeout,
+            "configure": configure,
+            "name": name,
+            "open": False,
+        }
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """Set up a new connection: for the session when it is ours, per transaction when a
@@ -344,13 +403,25 @@ class PostgreSQLTicketStore:
         return cursor
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+        self._create_table(conn, self._qualified, self._create, "ticket")
+        self._schema_ready = True
+
+    def _ensure_records(self, conn: psycopg.Connection[Any]) -> None:
+        self._create_table(conn, self._records_qualified, self._records_create, "record")
+        self._records_ready = True
+
+    def _create_table(
+        self, conn: psycopg.Connection[Any], qualified: str, statements: list[sql.Composed], kind: str
+    ) -> None:
+        """Create the table ``qualified`` (and the schema) with ``statements`` unless it exists."""
         from psycopg import sql
 
         with conn.transaction():
             if conn.prepare_threshold is None:
                 conn.execute(self._local_timeout_sql)
             # Serialize creation across processes: concurrent CREATE ... IF NOT EXISTS can
-            # still fail on the catalog's unique indexes.
+            # still fail on the catalog's unique indexes. One lock for both tables: each may
+            # create the schema.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ciba_middleware:{self._qualified}",))
             # Check before creating, so a user without CREATE rights works on a table that
             # exists already (CREATE ... IF NOT EXISTS checks rights first).
@@ -358,12 +429,11 @@ class PostgreSQLTicketStore:
                 found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone()
                 if found is None:
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            row = conn.execute("SELECT to_regclass(%s)", (self._qualified,)).fetchone()
+            row = conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()
             if row is None or row[0] is None:
-                for statement in self._create:
+                for statement in statements:
                     conn.execute(statement)
-                log.info("created the ticket table %s", self._qualified)
-        self._schema_ready = True
+                log.info("created the %s table %s", kind, qualified)
 
     def _run(self, work: Work[T]) -> T:
         """Run ``work`` on a pooled connection; after a broken one, once more on a fresh one.
@@ -453,11 +523,15 @@ class PostgreSQLTicketStore:
                 self._ensure_schema(conn)
             try:
                 return work(conn, cursor)
-            except self._undefined_table:
+            except self._undefined_table as exc:
                 # Dropped while we run (a restore, a cleanup script): made again, under
                 # the advisory lock, and the call tried once more on it.
-                log.warning("the ticket table %s was gone; creating it again", self._qualified)
-                self._ensure_schema(conn)
+                if f'{self.table}_records"' in str(exc):
+                    log.warning("the record table %s was gone; creating it again", self._records_qualified)
+                    self._ensure_records(conn)
+                else:
+                    log.warning("the ticket table %s was gone; creating it again", self._qualified)
+                    self._ensure_schema(conn)
                 return work(conn, cursor)
         except self._read_only as exc:
             if not pooled:
@@ -507,9 +581,152 @@ class PostgreSQLTicketStore:
         delete = self._delete_sql
         return self._run(lambda conn, cursor: self._execute(conn, cursor, delete, (ticket, service_id)).rowcount == 1)
 
+    async def delete_async(self, service_id: str, ticket: str) -> bool:
+        """:meth:`delete` on the running event loop (:class:`~ciba_middleware.stores.base.AsyncTicketStore`):
+        the same statement, one round trip, on a connection of psycopg's
+        ``AsyncConnectionPool`` (made on the first call on each loop and in each process, of
+        the same size and timeouts as the thread's pool), held out of the pool between calls
+        for up to :data:`HOLD` s with its cursor, as the thread's path does
+        (:class:`_AsyncHeldConnections`).
+
+        The same recovery as :meth:`_run`: a broken pooled connection (a server restart) or
+        a read-only one makes the call try once more on a connection of its own; a server
+        that does not answer is given up after the statement timeout and a second. Until
+        the table is known to exist (the process's first call, or after it was dropped), the
+        call runs :meth:`delete` in a worker thread, which creates it under its advisory lock.
+        """
+        if not _storable(service_id + ticket):
+            return False
+        if not self._schema_ready:
+            return await asyncio.get_running_loop().run_in_executor(None, self.delete, service_id, ticket)
+        params = (ticket, service_id)
+        aio = self._aio
+        if aio is None or aio.forks != _forks or aio.loop is not asyncio.get_running_loop():
+            aio = await self._async_pool()
+        guard: Guard | None = None
+        try:
+            try:
+                conn, cursor, taken = await aio.held.take()
+                # The thread's watchdog, not asyncio.timeout: it shuts the socket of a call
+                # that got no answer, which ends the wait at once; a cancelled task would
+                # have psycopg try to cancel the query on the server first, for seconds.
+                guard = aio.watchdog.watch(conn.pgconn.socket, self._io_timeout)
+                try:
+                    deleted = await self._async_delete_on(conn, cursor, params)
+                except BaseException as exc:
+                    aio.watchdog.release(guard)
+                    if isinstance(exc, self._read_only):
+                        await conn.close()  # the pool discards a closed connection, and opens another
+                    await aio.pool.putconn(conn)  # the pool looks at it: a broken one is replaced
+                    raise
+                aio.watchdog.release(guard)
+                if not aio.held.keep(conn, cursor, taken):
+                    await aio.pool.putconn(conn)
+            except self._read_only:
+                pass  # the pool's connection began while the database was read-only: a fresh one
+            except self._operational as exc:
+                if guard is not None and guard.fired:
+                    raise StoreError(
+                        f"postgresql: no answer within {self._io_timeout:g} s; connection dropped"
+                    ) from exc
+                if isinstance(exc, self._final) and not isinstance(exc, self._pool_timeout_error):
+                    raise StoreError(f"postgresql: {_one_line(exc)}") from exc
+                if isinstance(exc, self._pool_timeout_error) and _async_pool_busy(aio.pool, self.pool_max_size):
+                    raise StoreError(
+                        f"postgresql: all {self.pool_max_size} pooled connections busy for {self.pool_timeout:g} s"
+                    ) from exc
+                with contextlib.suppress(*self._errors):
+                    await aio.pool.check()
+            else:
+                return deleted
+            return await self._async_delete_direct(params)
+        except TimeoutError as exc:
+            raise StoreError(f"postgresql: no answer within {self._io_timeout:g} s; connection dropped") from exc
+        except self._undefined_table:
+            # Dropped while we run: the thread's path makes it again, and tries once more.
+            self._schema_ready = False
+            return await asyncio.get_running_loop().run_in_executor(None, self.delete, service_id, ticket)
+        except self._errors as exc:
+            raise StoreError(f"postgresql: {_one_line(exc)}") from exc
+
+    async def _async_delete_on(
+        self, conn: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any], params: tuple[str, str]
+    ) -> bool:
+        """The delete statement on ``cursor`` (from :meth:`_new_async_cursor`); through a
+        pooler, with its statement timeout in the same implicit transaction (as :meth:`_execute`)."""
+        if conn.prepare_threshold is not None:
+            await cursor.execute(self._delete_sql, params)
+        else:
+            await cursor.execute(self._local_timeout_sql + b"; " + self._delete_sql, params)
+            cursor.nextset()
+        return cursor.rowcount == 1
+
+    async def _async_delete_direct(self, params: tuple[str, str]) -> bool:
+        import psycopg
+
+        async with asyncio.timeout(self._io_timeout):
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            try:
+                await self._configure_async(conn)
+                return await self._async_delete_on(conn, self._new_async_cursor(conn), params)
+            finally:
+                await conn.close()
+
+    async def close_async(self) -> None:
+        """Close the running loop's async pool (a lifespan's shutdown, a test's loop end);
+        the next delete_async makes another."""
+        aio, self._aio = self._aio, None
+        if aio is not None and aio.loop is asyncio.get_running_loop():
+            await aio.aclose()
+
+    async def _async_pool(self) -> _AsyncPool:
+        """delete_async's pool for the running loop and this process, made now (one of
+        another loop, or of a parent process, is left behind: it belongs to that loop; its
+        watchdog is stopped when that loop is closed)."""
+        from psycopg_pool import AsyncConnectionPool
+
+        old = self._aio
+        if old is not None and old.loop.is_closed():
+            old.watchdog.stop()
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            **self._pool_options(self._configure_async, "ciba-tickets-async")
+        )
+        await pool.open(wait=False)
+        self._aio = _AsyncPool(
+            asyncio.get_running_loop(), _forks, pool, _AsyncHeldConnections(pool, self._new_async_cursor), Watchdog()
+        )
+        return self._aio
+
+    async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """:meth:`_configure` for an async connection: the same check for a pooler."""
+        cursor = await conn.execute(b"SELECT pg_backend_pid()", prepare=False)
+        row = await cursor.fetchone()
+        if row is not None and row[0] == conn.info.backend_pid:
+            await conn.execute(self._session_timeout_sql, prepare=False)
+            return
+        conn.prepare_threshold = None
+
+    def _new_async_cursor(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
+        """:meth:`_new_cursor` for an async connection."""
+        import psycopg
+
+        return conn.cursor() if conn.prepare_threshold is not None else psycopg.AsyncClientCursor(conn)
+
     def sweep(self) -> int:
-        """Delete expired rows now; returns how many. ``issue`` does this now and then."""
-        return self._run(lambda conn, cursor: self._execute(conn, cursor, self._sweep_sql).rowcount)
+        """Delete expired rows now, tickets and records; returns how many. ``issue`` does
+        this now and then for tickets, ``add`` for records. The record table is swept when
+        it exists, and not created here."""
+
+        def delete(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> int:
+            swept: int = self._execute(conn, cursor, self._sweep_sql).rowcount
+            if not self._records_ready:
+                row = self._execute(conn, cursor, b"SELECT to_regclass(%s)", (self._records_qualified,)).fetchone()
+                if row is None or row[0] is None:
+                    return swept
+            return swept + self._execute(conn, cursor, self._sweep_records_sql).rowcount
+
+        return self._run(delete)
 
     def ping(self) -> None:
         self._run(lambda conn, cursor: self._execute(conn, cursor, b"SELECT 1").fetchone())
@@ -525,6 +742,9 @@ class PostgreSQLTicketStore:
             pool.close()
         if watchdog is not None:
             watchdog.stop()
+        aio, self._aio = self._aio, None
+        if aio is not None and aio.forks == _forks and not aio.loop.is_closed():
+            _close_async(aio)
 
     def claim(self, key: str, ttl: float) -> bool:
         """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: a row in ``{table}_replay``.
@@ -557,6 +777,73 @@ class PostgreSQLTicketStore:
             return bool(counted == 1)
 
         return self._run(insert)
+
+    # -- records (base.RecordStore) ------------------------------------------------------
+
+    def _on_records(self, query: bytes, params: tuple[Any, ...], read: Callable[[psycopg.Cursor[Any]], T]) -> T:
+        """Run the one statement ``query`` on the record table (created first if this
+        process has not seen it yet) and ``read`` its result."""
+
+        def work(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> T:
+            if not self._records_ready:
+                self._ensure_records(conn)
+            return read(self._execute(conn, cursor, query, params))
+
+        return self._run(work)
+
+    def add(self, service_id: str, key: str, value: bytes, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.RecordStore.add`: ``INSERT ... ON CONFLICT``
+        that takes over only an expired row."""
+        check_record_key(key)
+        value = check_record_value(value)
+        ttl = checked_ttl(ttl)
+        if not _storable(service_id):
+            raise ValueError("a service ID stored in PostgreSQL cannot hold NUL or lone surrogates")
+        added = self._on_records(self._add_sql, (service_id, key, value, ttl), _one_row)
+        self._added += 1
+        if self._added % _SWEEP_EVERY == 0:
+            self._on_records(self._sweep_records_sql, (), _row_count)
+        return added
+
+    def get(self, service_id: str, key: str) -> bytes | None:
+        """:meth:`ciba_middleware.stores.base.RecordStore.get`."""
+        check_record_key(key)
+        if not _storable(service_id):
+            return None
+        return self._on_records(self._get_sql, (service_id, key), _value)
+
+    def swap(self, service_id: str, key: str, expected: bytes, value: bytes, ttl: float | None = None) -> bool:
+        """:meth:`ciba_middleware.stores.base.RecordStore.swap`: ``UPDATE ... WHERE value = expected``."""
+        check_record_key(key)
+        expected = check_record_value(expected, "expected value")
+        value = check_record_value(value)
+        if ttl is not None:
+            ttl = checked_ttl(ttl)
+        if not _storable(service_id):
+            return False
+        if ttl is None:
+            return self._on_records(self._swap_sql, (value, service_id, key, expected), _one_row)
+        return self._on_records(self._swap_ttl_sql, (value, ttl, service_id, key, expected), _one_row)
+
+    def take(self, service_id: str, key: str) -> bytes | None:
+        """:meth:`ciba_middleware.stores.base.RecordStore.take`: ``DELETE ... RETURNING value``."""
+        check_record_key(key)
+        if not _storable(service_id):
+            return None
+        return self._on_records(self._take_sql, (service_id, key), _value)
+
+
+def _one_row(cursor: psycopg.Cursor[Any]) -> bool:
+    return bool(cursor.rowcount == 1)
+
+
+def _row_count(cursor: psycopg.Cursor[Any]) -> int:
+    return int(cursor.rowcount)
+
+
+def _value(cursor: psycopg.Cursor[Any]) -> bytes | None:
+    row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
 
 
 class _HeldConnections:
@@ -627,9 +914,98 @@ class _HeldConnections:
             self.pool.putconn(conn)
 
 
+class _AsyncHeldConnections:
+    """:class:`_HeldConnections` for ``delete_async``'s ``AsyncConnectionPool``, on one event loop.
+
+    The pool's ``connection()`` costs, for every call, ``getconn`` and ``putconn`` (the
+    pool's ``asyncio.Lock``, its checks, three log calls, its statistics), the connection's
+    own context manager (a ``commit`` even in autocommit) and a new cursor (a copy of the
+    connection's adapters): with the ``asyncio.timeout`` around it, 40% of a delete's
+    client instructions (docs/operations.md, "What a PostgreSQL delete costs"). Here a call
+    pops a connection it used before, with its cursor, and appends it back; each goes back
+    to the pool (``putconn``: its reset, ``max_lifetime``, ``max_idle``) once it has been
+    out for :data:`HOLD` s, as in the thread's path. Only the loop's thread touches the deque.
+
+    Calls on a loop are not bounded by threads: more of them than ``pool_max_size`` wait in
+    ``getconn``. While any does, a call gives its connection back to the pool instead of
+    keeping it (:meth:`keep`), so that waiting calls are served as the pool serves them.
+
+    A server that does not answer is caught by a :class:`~ciba_middleware.stores._watchdog.Watchdog`
+    of the pool's own, as in the thread's path.
+    """
+
+    __slots__ = ("free", "new_cursor", "pool", "waiting")
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        new_cursor: Callable[[psycopg.AsyncConnection[Any]], psycopg.AsyncCursor[Any]],
+    ) -> None:
+        self.pool = pool
+        self.new_cursor = new_cursor
+        self.free: collections.deque[AsyncHeld] = collections.deque()
+        #: Calls waiting in the pool's getconn.
+        self.waiting = 0
+
+    async def take(self) -> AsyncHeld:
+        """A connection, its cursor, and when it was taken from the pool."""
+        now = time.monotonic()
+        free = self.free
+        if free and now - free[0][2] > HOLD:
+            await self.pool.putconn(free.popleft()[0])
+        if not free:
+            return await self._from_pool(now)
+        held = free.pop()
+        if now - held[2] > HOLD:
+            await self.pool.putconn(held[0])
+            return await self._from_pool(now)
+        return held
+
+    async def _from_pool(self, now: float) -> AsyncHeld:
+        self.waiting += 1
+        try:
+            conn = await self.pool.getconn()
+        finally:
+            self.waiting -= 1
+        try:
+            return conn, self.new_cursor(conn), now
+        except BaseException:
+            await self.pool.putconn(conn)
+            raise
+
+    def keep(self, conn: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any], taken: float) -> bool:
+        """Hold ``conn`` for the next call; False when a call waits for the pool, and the
+        caller gives it back (``putconn``) instead."""
+        if self.waiting:
+            return False
+        self.free.append((conn, cursor, taken))
+        return True
+
+    async def give_back(self) -> None:
+        while self.free:
+            await self.pool.putconn(self.free.pop()[0])
+
+
+class _AsyncPool(NamedTuple):
+    """What ``delete_async`` uses on one event loop: the pool, made under ``forks``, the
+    connections held out of it, and the watchdog of its calls."""
+
+    loop: asyncio.AbstractEventLoop
+    forks: int
+    pool: AsyncConnectionPool[Any]
+    held: _AsyncHeldConnections
+    watchdog: Watchdog
+
+    async def aclose(self) -> None:
+        self.watchdog.stop()
+        await self.held.give_back()  # the pool closes only the connections it has
+        await self.pool.close()
+
+
 if TYPE_CHECKING:
     #: A held connection, its cursor, and when it was taken from the pool.
     Held = tuple[psycopg.Connection[Any], psycopg.Cursor[Any], float]
+    AsyncHeld = tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any], float]
 
 #: Seconds a connection stays out of the pool between calls before it goes back to it.
 HOLD = 1.0
@@ -646,6 +1022,30 @@ def _count_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_count_fork)
+
+
+def _async_pool_busy(pool: AsyncConnectionPool[Any], max_size: int) -> bool:
+    """Whether a pool timeout came from every connection being in use."""
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) - stats.get("pool_available", 0) >= max_size
+
+
+def _close_async(aio: _AsyncPool) -> None:
+    """Close ``aio``'s pool and held connections on its loop (from any thread) while it runs."""
+    loop = aio.loop
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _CLOSING.add(task := loop.create_task(aio.aclose()))
+        task.add_done_callback(_CLOSING.discard)
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(aio.aclose(), loop)
+
+
+#: Pools being closed on their loop: kept until done.
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 class _Stale(Exception):

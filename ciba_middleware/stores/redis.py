@@ -6,6 +6,12 @@ the key, so no choice of service IDs or tickets (``:`` included) can make two se
 share a key. Delete is one Lua script, run with ``EVALSHA`` in one round trip: it deletes
 the key only when its value is the caller's service, atomically on the server.
 
+The CIBA family's records (:class:`~ciba_middleware.stores.base.RecordStore`) are one key
+each too, ``{key_prefix}record:{length}:{service}:{key}``, holding the value with Redis's
+own expiry: ``add`` is ``SET NX PX``, ``get`` ``GET``, ``swap`` a script that compares and
+sets (``KEEPTTL`` or ``PX``: Redis 6.0), ``take`` a script that gets and deletes, each one
+round trip.
+
 On a plain Redis or Sentinel client (not Cluster), the store's commands skip redis-py's
 command layers: a delete sends a pre-packed ``EVALSHA`` on a connection the store keeps
 out of redis-py's pool between commands, through the connection's own
@@ -42,6 +48,7 @@ a :class:`~ciba_middleware.errors.ConfigurationError` at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -55,7 +62,16 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from ..errors import ConfigurationError, StoreError
 from ..redact import mask_url
 from . import schemes_of
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
+from ._watchdog import Watchdog
+from .base import (
+    DEFAULT_TTL,
+    check_record_key,
+    check_record_value,
+    checked_ttl,
+    default_ttl_option,
+    new_ticket,
+    number_option,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -74,6 +90,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# Replace KEYS[1]'s value by ARGV[2] only if it is ARGV[1]; ARGV[3]: its new life in
+# milliseconds, or '' to keep the one it has. Atomic, one round trip. An expired key reads as
+# absent (false), which equals no string.
+_SWAP_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+
+# Delete KEYS[1] and return its value (nil when absent): of racing callers, one gets it.
+# A script rather than GETDEL, which only Redis 6.2 has (Debian 11 ships 6.0).
+_TAKE_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('DEL', KEYS[1])
+end
+return value
 """
 
 # Our own URL options and how to read them.
@@ -168,17 +209,26 @@ class RedisTicketStore:
         # None until the client exists; the calls check the one they use, once.
         self._client: Client | None = None
         self._delete_script: Script | None = None
+        self._swap_script: Script | None = None
+        self._take_script: Script | None = None
         #: The delete's own path (see _HeldConnections); None where redis-py's is taken.
         self._held: _HeldConnections | None = None
         self._also_close: list[Any] = []
         #: When the last attempt to make the client failed, and its message.
         self._failure: tuple[float, str] | None = None
+        #: Makes the redis-py asyncio client of delete_async (set by from_url); None: the
+        #: store was given its client, and delete_async runs delete in a worker thread.
+        self._async_connect: Callable[[], Any] | None = None
+        #: What delete_async uses on its event loop, in this process.
+        self._aio: _AsyncPaths | None = None
         if client is not None:
             self._adopt(client)
 
     def _adopt(self, client: Client) -> None:
         self._delete_script = client.register_script(_DELETE_SCRIPT)
-        self._held = _HeldConnections.for_client(client, self._delete_script)
+        self._swap_script = client.register_script(_SWAP_SCRIPT)
+        self._take_script = client.register_script(_TAKE_SCRIPT)
+        self._held = _HeldConnections.for_client(client, self._delete_script, self._swap_script, self._take_script)
         self._client = client
 
     def _connected(self) -> tuple[Client, Script]:
@@ -223,23 +273,32 @@ class RedisTicketStore:
         redis_mod = _import_redis()
         target = _parse(url, options)
         try:
-            kwargs = _client_kwargs(target)
-            if target.topology == "cluster":
-                return cls(connect=lambda: _cluster(target, kwargs), **target.store_options)
-            if target.topology == "sentinel":
-                from redis.sentinel import Sentinel
-
-                # Neither Sentinel nor master_for connects: the master's address is asked of
-                # the sentinels whenever a connection is opened, which is how a failover is
-                # followed.
-                sentinel = Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, kwargs))  # type: ignore[no-untyped-call]
-                master = sentinel.master_for(target.service, **kwargs)  # type: ignore[no-untyped-call]
-                store = cls(master, **target.store_options)
-                store._also_close.extend(sentinel.sentinels)
-                return store
-            return cls(redis_mod.Redis.from_url(target.client_url, **kwargs), **target.store_options)
+            store = cls._from_target(redis_mod, target)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+        store._async_connect = lambda: _async_client(target)
+        return store
+
+    @classmethod
+    def _from_target(cls, redis_mod: Any, target: _Target) -> RedisTicketStore:
+        kwargs = _client_kwargs(target)
+        if target.topology == "cluster":
+            return cls(connect=lambda: _cluster(target, kwargs), **target.store_options)
+        if target.topology == "sentinel":
+            from redis.sentinel import Sentinel
+
+            # Neither Sentinel nor master_for connects: the master's address is asked of
+            # the sentinels whenever a connection is opened, which is how a failover is
+            # followed.
+            # Typed as Any here on purpose: redis-py annotates Sentinel in some releases
+            # and not in others, and no ignore comment is right for both.
+            sentinel_type: Any = Sentinel
+            sentinel = sentinel_type(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, kwargs))
+            master = sentinel.master_for(target.service, **kwargs)
+            store = cls(master, **target.store_options)
+            store._also_close.extend(sentinel.sentinels)
+            return store
+        return cls(redis_mod.Redis.from_url(target.client_url, **kwargs), **target.store_options)
 
     def _key(self, ticket: str) -> bytes:
         return self._prefix + ticket.encode("utf-8", "surrogatepass")
@@ -292,6 +351,52 @@ class RedisTicketStore:
             raise _store_error(exc) from exc
         return bool(deleted == 1)
 
+    async def delete_async(self, service_id: str, ticket: str) -> bool:
+        """:meth:`delete` on the running event loop (:class:`~ciba_middleware.stores.base.AsyncTicketStore`):
+        the same script, one ``EVALSHA``, through redis-py's asyncio client of the same URL,
+        made on the first call on each loop and in each process. On plain Redis and Sentinel
+        the ``EVALSHA`` goes pre-packed on a connection held out of that client's pool
+        (:class:`_AsyncHeldConnections`, as :class:`_HeldConnections` for threads); on
+        Cluster through the client's ``Script``. A store built around a client of yours runs
+        :meth:`delete` in a worker thread instead."""
+        if self._async_connect is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.delete, service_id, ticket)
+        key = self._prefix + ticket.encode("utf-8", "surrogatepass")
+        service = service_id.encode("utf-8", "surrogatepass")
+        aio = self._aio
+        try:
+            if aio is None or aio.loop is not asyncio.get_running_loop() or aio.pid != os.getpid():
+                aio = self._async_paths()
+            held = aio.held
+            if held is not None:
+                deleted = await held.evalsha(key, service)
+            else:
+                deleted = await aio.script(keys=[key], args=[service])
+        except self._connect_errors as exc:
+            raise _store_error(exc) from exc
+        return bool(deleted == 1)
+
+    async def close_async(self) -> None:
+        """Close the running loop's asyncio client (a lifespan's shutdown, a test's loop end);
+        the next delete_async makes another."""
+        aio, self._aio = self._aio, None
+        if aio is not None and aio.loop is asyncio.get_running_loop():
+            await aio.aclose()
+
+    def _async_paths(self) -> _AsyncPaths:
+        """The asyncio client of the running loop and this process, made now (the one of
+        another loop, or of the parent process, is left to that loop; its watchdog stopped
+        when that loop is closed)."""
+        assert self._async_connect is not None
+        old = self._aio
+        if old is not None and old.held is not None and old.loop.is_closed():
+            old.held.watchdog.stop()
+        client = self._async_connect()
+        script = client.register_script(_DELETE_SCRIPT)
+        held = _AsyncHeldConnections.for_client(client.client if isinstance(client, _WithSentinels) else client, script)
+        self._aio = _AsyncPaths(asyncio.get_running_loop(), os.getpid(), client, script, held)
+        return self._aio
+
     def ping(self) -> None:
         try:
             client, held = self._paths()
@@ -307,13 +412,16 @@ class RedisTicketStore:
             client, held = self._client, self._held
             if self._connect is not None:
                 # Made here: made afresh if the store is used after all.
-                self._client = self._delete_script = self._held = None
+                self._client = self._delete_script = self._swap_script = self._take_script = self._held = None
         if held is not None:
             held.give_back()
         if client is not None:
             _close(client)
         for other in self._also_close:
             other.close()
+        aio, self._aio = self._aio, None
+        if aio is not None:
+            _close_async(aio.loop, aio)
 
     def claim(self, key: str, ttl: float) -> bool:
         """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: ``SET NX PX`` under the key prefix.
@@ -329,6 +437,74 @@ class RedisTicketStore:
             return bool(client.set(replay_key, b"1", nx=True, px=milliseconds))
         except self._errors as exc:
             raise _store_error(exc) from exc
+
+    # -- records (base.RecordStore) ------------------------------------------------------
+
+    def _record_key(self, service_id: str, key: str) -> bytes:
+        """``{key_prefix}record:{length}:{service}:{key}``: the service's length in bytes
+        first, so that no service and key can spell another's (``a:b`` + ``c`` is
+        ``record:3:a:b:c``, ``a`` + ``b:c`` is ``record:1:a:b:c``). ``record:`` holds a
+        ``:``, which no ticket does, and is not ``replay:``: never a ticket's or a claim's key.
+        One record, one key: on Cluster each call touches one slot."""
+        service = service_id.encode("utf-8", "surrogatepass")
+        return b"%srecord:%d:%s:%s" % (self._prefix, len(service), service, check_record_key(key).encode())
+
+    def add(self, service_id: str, key: str, value: bytes, ttl: float) -> bool:
+        """:meth:`ciba_middleware.stores.base.RecordStore.add`: ``SET NX PX``, one command."""
+        record = self._record_key(service_id, key)
+        value = check_record_value(value)
+        milliseconds = b"%d" % max(1, math.ceil(checked_ttl(ttl) * 1000))
+        try:
+            client, held = self._paths()
+            if held is not None:
+                return held.command(b"SET", record, value, b"NX", b"PX", milliseconds) is not None
+            return bool(client.set(record, value, nx=True, px=int(milliseconds)))
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+
+    def get(self, service_id: str, key: str) -> bytes | None:
+        """:meth:`ciba_middleware.stores.base.RecordStore.get`: ``GET``; Redis's own expiry
+        makes an expired record absent."""
+        record = self._record_key(service_id, key)
+        try:
+            client, held = self._paths()
+            value = held.command(b"GET", record) if held is not None else client.get(record)
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+        return _bytes(value)
+
+    def swap(self, service_id: str, key: str, expected: bytes, value: bytes, ttl: float | None = None) -> bool:
+        """:meth:`ciba_middleware.stores.base.RecordStore.swap`: one ``EVALSHA`` of a script
+        that compares and sets (``KEEPTTL`` when ``ttl`` is None, ``PX`` otherwise)."""
+        record = self._record_key(service_id, key)
+        expected = check_record_value(expected, "expected value")
+        value = check_record_value(value)
+        milliseconds = b"" if ttl is None else b"%d" % max(1, math.ceil(checked_ttl(ttl) * 1000))
+        try:
+            _, held = self._paths()
+            if held is not None:
+                swapped = held.script(held.swap, record, expected, value, milliseconds)
+            else:
+                assert self._swap_script is not None
+                swapped = self._swap_script(keys=[record], args=[expected, value, milliseconds])
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+        return bool(swapped == 1)
+
+    def take(self, service_id: str, key: str) -> bytes | None:
+        """:meth:`ciba_middleware.stores.base.RecordStore.take`: one ``EVALSHA`` of a script
+        that gets and deletes: of racing callers, the server gives the value to one."""
+        record = self._record_key(service_id, key)
+        try:
+            _, held = self._paths()
+            if held is not None:
+                value = held.script(held.take, record)
+            else:
+                assert self._take_script is not None
+                value = self._take_script(keys=[record])
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+        return _bytes(value)
 
 
 class _HeldConnections:
@@ -381,11 +557,20 @@ class _HeldConnections:
         "prefix",
         "reconnects",
         "response_error",
+        "swap",
+        "take",
     )
 
-    def __init__(self, pool: Any, script: Script, *, owns: Callable[[Any], bool] | None, reconnects: bool) -> None:
-        import inspect
-
+    def __init__(
+        self,
+        pool: Any,
+        script: Script,
+        swap: Script,
+        take: Script,
+        *,
+        owns: Callable[[Any], bool] | None,
+        reconnects: bool,
+    ) -> None:
         from redis.exceptions import NoScriptError, ResponseError
 
         self.free: list[Any] = []
@@ -394,21 +579,19 @@ class _HeldConnections:
         #: maintenance notifications may have marked one for reconnection.
         self.owns = owns
         self.reconnects = reconnects
-        # redis-py before 5.3 wants a command name here, later ones warn when given one.
-        name = inspect.signature(pool.get_connection).parameters.get("command_name")
-        needs_name = name is not None and name.default is inspect.Parameter.empty
-        self.get: Callable[[], Any] = (lambda: pool.get_connection("EVALSHA")) if needs_name else pool.get_connection
-        sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
-        body = script.script.encode() if isinstance(script.script, str) else bytes(script.script)
+        self.get: Callable[[], Any] = _connection_getter(pool)
         # EVALSHA sha 1 key service: all but the key and the service packed once.
-        self.prefix = b"*5\r\n" + _bulk(b"EVALSHA", sha, b"1")
-        self.load = _pack(b"SCRIPT", b"LOAD", body)
+        self.prefix, self.load = _Packed.of(script, arguments=2)
+        # The same for the records' scripts: swap (record, expected, value, milliseconds)
+        # and take (record).
+        self.swap = _Packed.of(swap, arguments=4)
+        self.take = _Packed.of(take, arguments=1)
         self.response_error = ResponseError
         self.no_script = NoScriptError
         _HELD.add(self)
 
     @classmethod
-    def for_client(cls, client: Client, script: Script) -> _HeldConnections | None:
+    def for_client(cls, client: Client, script: Script, swap: Script, take: Script) -> _HeldConnections | None:
         """The path for ``client``, or None where redis-py's own is needed (see the class doc)."""
         import redis
         from redis.sentinel import SentinelConnectionPool
@@ -425,20 +608,25 @@ class _HeldConnections:
         reconnects = maintained is not None and bool(maintained())
         # After a failover, a Sentinel pool no longer owns the connections to the former master.
         owns = pool.owns_connection if type(pool) is SentinelConnectionPool else None
-        return cls(pool, script, owns=owns, reconnects=reconnects)
+        return cls(pool, script, swap, take, owns=owns, reconnects=reconnects)
 
     def evalsha(self, key: bytes, service: bytes) -> Any:
         """The script's reply for ``key`` and ``service``: one round trip."""
-        # The two bulk strings of _bulk(key, service), without its generator.
-        return self.run(self.prefix + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(service), service))
+        return self.run(self.prefix + _key_and_service(key, service))
+
+    def script(self, packed: _Packed, *arguments: bytes) -> Any:
+        """The reply of the script ``packed`` (its key first among ``arguments``): one round
+        trip, its ``SCRIPT LOAD`` first after a flush."""
+        return self.run(packed.prefix + _bulk(*arguments), packed.load)
 
     def command(self, *parts: bytes) -> Any:
         """The reply to one command, as the server sent it: bytes (never decoded), an
         integer, None for a nil."""
         return self.run(_pack(*parts))
 
-    def run(self, packed: bytes) -> Any:
-        """Send one packed command on a held connection and read its reply."""
+    def run(self, packed: bytes, load: bytes | None = None) -> Any:
+        """Send one packed command on a held connection and read its reply; ``load`` is the
+        ``SCRIPT LOAD`` of the script it runs, when it is not the delete's."""
         try:
             conn = self.free.pop()
         except IndexError:
@@ -449,7 +637,7 @@ class _HeldConnections:
             except self.no_script:
                 # The server lost its scripts (a restart, SCRIPT FLUSH): load ours and run
                 # it again, as redis-py's Script does.
-                self._exchange(conn, self.load)
+                self._exchange(conn, self.load if load is None else load)
                 reply = self._exchange(conn, packed)
         except self.response_error:
             self._keep(conn)  # an error reply, read whole: the connection is fine
@@ -514,6 +702,296 @@ class _Again:
         return self.conn.read_response(disable_decoding=True)
 
 
+class _AsyncHeldConnections:
+    """:class:`_HeldConnections` for an event loop: ``delete_async``'s path on a plain Redis
+    or Sentinel asyncio client, the pre-packed ``EVALSHA`` on a connection kept out of the
+    asyncio pool between calls.
+
+    ``await script(...)`` on redis-py's asyncio client costs, for every delete, the pool's
+    ``asyncio.Lock`` and its metrics on the way out and in, a ``can_read`` check of the
+    socket, the command's packing, a retry closure, two ``time.monotonic`` calls for
+    observability and the reply callback: 45% of a delete's client instructions
+    (docs/operations.md, "What a Redis delete costs"). Here a delete pops a connection from
+    a list, sends the command packed but for its key and service and reads the integer
+    reply with the connection's own ``send_packed_command`` (or :func:`_written_at_once`)
+    and ``read_response`` (its timeout kept by a watchdog, :meth:`_read`), and appends the
+    connection back. Only the event loop's thread touches the list, and nothing awaits
+    between the pop and the use, so no lock is needed.
+
+    What redis-py does on a connection is kept, because it is its connection's own code
+    that runs: the socket timeout (through the watchdog on the first attempt's read, by
+    redis-py on the rest) and the connect timeout, ``health_check_interval``, reconnection,
+    the ``Retry`` taking over after a failed first attempt (:class:`_AgainAsync`, which
+    connects as the pool would: a Sentinel connection asks the Sentinels for the master),
+    the ``NOSCRIPT`` reload, a Sentinel connection's ``READONLY`` after a failover (it
+    disconnects and the ``Retry`` reconnects to the new master). A connection that fails,
+    or a task cancelled during its exchange, disconnects it and gives it back to the pool;
+    one connected to a Sentinel master that is no longer the pool's goes back disconnected
+    (the asyncio Sentinel pool has no ``owns_connection`` of its own that works); one
+    marked for reconnection by maintenance notifications goes back to the pool, which
+    reconnects it. The connections count towards the pool's ``max_connections``. A forked
+    child forgets its parent's (``os.register_at_fork``) and the store makes a new client.
+
+    Pools with more to do when a connection comes back (streaming credentials), other pool
+    classes and single-connection clients keep redis-py's path (:meth:`for_client`), and so
+    does Cluster.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "connection_error",
+        "free",
+        "get",
+        "load",
+        "no_script",
+        "owns",
+        "pool",
+        "prefix",
+        "reconnects",
+        "response_error",
+        "timeout_error",
+        "watchdog",
+    )
+
+    def __init__(self, pool: Any, script: Any, *, owns: Callable[[Any], bool] | None, reconnects: bool) -> None:
+        from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+        self.free: list[Any] = []
+        self.pool = pool
+        self.owns = owns
+        self.reconnects = reconnects
+        self.get: Callable[[], Any] = _connection_getter(pool)
+        self.prefix, self.load = _Packed.of(script, arguments=2)
+        self.response_error = ResponseError
+        self.no_script = NoScriptError
+        self.connection_error = ConnectionError
+        self.timeout_error = TimeoutError
+        #: Bounds the reads of the first attempts (see _read); stopped by give_back.
+        self.watchdog = Watchdog()
+        _HELD.add(self)
+
+    @classmethod
+    def for_client(cls, client: Any, script: Any) -> _AsyncHeldConnections | None:
+        """The path for the asyncio ``client``, or None where redis-py's own is needed."""
+        import redis.asyncio
+        from redis.asyncio.sentinel import SentinelConnectionPool
+
+        if type(client) is not redis.asyncio.Redis or client.connection is not None:
+            return None
+        pool = client.connection_pool
+        if type(pool) not in (redis.asyncio.ConnectionPool, SentinelConnectionPool):
+            return None
+        if pool.connection_kwargs.get("credential_provider") is not None:
+            return None
+        maintained = getattr(pool, "maint_notifications_enabled", None)
+        reconnects = maintained is not None and bool(maintained())
+        owns = _master_of(pool) if type(pool) is SentinelConnectionPool else None
+        return cls(pool, script, owns=owns, reconnects=reconnects)
+
+    async def evalsha(self, key: bytes, service: bytes) -> Any:
+        """The script's reply for ``key`` and ``service``: one round trip."""
+        packed = self.prefix + _key_and_service(key, service)
+        free = self.free
+        conn = free.pop() if free else await self.get()
+        try:
+            try:
+                reply = await self._exchange(conn, packed)
+            except self.no_script:
+                # The server lost its scripts (a restart, SCRIPT FLUSH): load ours and run
+                # it again, as redis-py's Script does.
+                await self._exchange(conn, self.load)
+                reply = await self._exchange(conn, packed)
+        except self.response_error:
+            await self._keep(conn)  # an error reply, read whole: the connection is fine
+            raise
+        except BaseException:
+            await self._drop(conn)
+            raise
+        if (self.owns is None or self.owns(conn)) and not (self.reconnects and conn.should_reconnect()):
+            free.append(conn)
+        else:
+            await self._give(conn)
+        return reply
+
+    async def _exchange(self, conn: Any, packed: bytes) -> Any:
+        try:
+            if not _written_at_once(conn, packed):
+                await conn.send_packed_command(packed)
+            return await self._read(conn)
+        except self.response_error:
+            raise
+        except Exception as error:
+            # The connection's Retry decides, as if it had made this first attempt itself.
+            return await conn.retry.call_with_retry(_AgainAsync(conn, packed, error), lambda _error: conn.disconnect())
+
+    async def _read(self, conn: Any) -> Any:
+        """The reply on ``conn``, bounded by its socket timeout through the watchdog rather
+        than ``read_response``'s own ``asyncio`` timeout: a timer per read whose handle stays
+        in the loop's heap until its deadline, 39,000 of the 132,900 instructions of a
+        delete (docs/operations.md). The watchdog shuts the socket of a read past its
+        deadline down, which ends the wait at once; that is then the same ``TimeoutError``
+        as redis-py's, and the ``Retry`` takes over as it would."""
+        timeout = conn.socket_timeout
+        writer = getattr(conn, "_writer", None)
+        if not timeout or writer is None:
+            return await conn.read_response(disable_decoding=True)
+        guard = self.watchdog.watch(writer.transport.get_extra_info("socket").fileno(), timeout)
+        try:
+            reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+        except self.connection_error as exc:
+            self.watchdog.release(guard)
+            if guard.fired:
+                raise self.timeout_error(f"Timeout reading from socket after {timeout:g} s") from exc
+            raise
+        except BaseException:
+            self.watchdog.release(guard)
+            raise
+        self.watchdog.release(guard)
+        if guard.fired:
+            await conn.disconnect()  # the reply came in as the watchdog shut the socket
+        return reply
+
+    async def _keep(self, conn: Any) -> None:
+        if (self.owns is None or self.owns(conn)) and not (self.reconnects and conn.should_reconnect()):
+            self.free.append(conn)
+        else:
+            await self._give(conn)
+
+    async def _give(self, conn: Any) -> None:
+        """Back to the pool: disconnected unless the pool reconnects it itself."""
+        if not (self.reconnects and conn.should_reconnect()):
+            await conn.disconnect()
+        await self.pool.release(conn)
+
+    async def _drop(self, conn: Any) -> None:
+        try:
+            await conn.disconnect(nowait=True)
+        finally:
+            await self.pool.release(conn)
+
+    async def give_back(self) -> None:
+        """Hand every held connection back to the pool (the store is closing)."""
+        self.watchdog.stop()
+        while self.free:
+            await self.pool.release(self.free.pop())
+
+    def forget(self) -> None:
+        """In a forked child: the parent's connections are not ours to use, nor to close."""
+        self.free.clear()
+
+
+class _AgainAsync:
+    """:class:`_Again` for an asyncio connection."""
+
+    __slots__ = ("conn", "error", "packed")
+
+    def __init__(self, conn: Any, packed: bytes, error: Exception) -> None:
+        self.conn, self.packed = conn, packed
+        self.error: Exception | None = error
+
+    async def __call__(self) -> Any:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        await self.conn.connect()
+        await self.conn.send_packed_command(self.packed)
+        return await self.conn.read_response(disable_decoding=True)
+
+
+class _AsyncPaths(NamedTuple):
+    """What ``delete_async`` uses on one event loop, in one process."""
+
+    loop: asyncio.AbstractEventLoop
+    pid: int
+    #: redis-py's asyncio client (a _WithSentinels for Sentinel), and its delete Script.
+    client: Any
+    script: Any
+    #: The lean path, or None where the Script is used (Cluster, see _AsyncHeldConnections).
+    held: _AsyncHeldConnections | None
+
+    async def aclose(self) -> None:
+        if self.held is not None:
+            await self.held.give_back()
+        await self.client.aclose()
+
+
+def _written_at_once(conn: Any, packed: bytes) -> bool:
+    """Write ``packed`` on the asyncio connection ``conn`` without awaiting, when its
+    ``send_packed_command`` would do nothing more: connected, no health check due (no
+    ``health_check_interval``), the transport open and its buffer empty, so that the write
+    goes to the socket at once and ``drain()`` would return at once. False otherwise, and
+    the caller awaits ``send_packed_command``, which connects, checks and writes.
+
+    Why: ``send_packed_command`` bounds the write by its socket timeout with
+    ``asyncio.wait_for``, which on Python 3.11 makes a task for every command, two more
+    turns of the event loop: 72,000 of the 204,000 instructions of a delete on the loop
+    (docs/operations.md). A write of a few hundred bytes onto an empty buffer cannot wait;
+    a connection that does not answer is caught by ``read_response``'s timeout instead, and
+    a closed one by the transport check here or by the read.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None or conn.health_check_interval:
+        return False
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size():
+        return False
+    writer.write(packed)
+    return True
+
+
+def _master_of(pool: Any) -> Callable[[Any], bool]:
+    """Whether a connection of the asyncio Sentinel ``pool`` is to the master it knows."""
+
+    def owns(conn: Any) -> bool:
+        return bool(pool.master_address == (conn.host, conn.port))
+
+    return owns
+
+
+def _connection_getter(pool: Any) -> Callable[[], Any]:
+    """``pool.get_connection`` as a call without arguments: redis-py before 5.3 wants a
+    command name there, later ones warn when given one."""
+    import inspect
+
+    name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if name is not None and name.default is inspect.Parameter.empty:
+        return lambda: pool.get_connection("EVALSHA")
+    return pool.get_connection  # type: ignore[no-any-return]
+
+
+def _key_and_service(key: bytes, service: bytes) -> bytes:
+    """The delete's two arguments as RESP bulk strings: :func:`_bulk` without its generator."""
+    return b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(service), service)
+
+
+def _sha_and_body(script: Script) -> tuple[bytes, bytes]:
+    sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
+    body = script.script.encode() if isinstance(script.script, str) else bytes(script.script)
+    return sha, body
+
+
+class _Packed(NamedTuple):
+    """A script of one key as the held connections send it: ``EVALSHA sha 1`` packed once
+    (``prefix``, the array's length counting the arguments to come), and its ``SCRIPT LOAD``."""
+
+    prefix: bytes
+    load: bytes
+
+    @classmethod
+    def of(cls, script: Script, arguments: int) -> _Packed:
+        sha, body = _sha_and_body(script)
+        return cls(b"*%d\r\n" % (3 + arguments) + _bulk(b"EVALSHA", sha, b"1"), _pack(b"SCRIPT", b"LOAD", body))
+
+
+def _bytes(value: Any) -> bytes | None:
+    """A stored value as bytes. A client of one's own may decode replies
+    (``decode_responses``): a UTF-8 value (JSON, as the family stores) encoded again is the
+    value stored; other bytes cannot come back through such a client."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
 def _pack(*parts: bytes) -> bytes:
     """A command in RESP, as redis-py packs it: an array (``*count``) of bulk strings."""
     return b"*%d\r\n" % len(parts) + _bulk(*parts)
@@ -524,8 +1002,8 @@ def _bulk(*parts: bytes) -> bytes:
     return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
 
 
-#: Every _HeldConnections of this process, forgotten in a forked child.
-_HELD: weakref.WeakSet[_HeldConnections] = weakref.WeakSet()
+#: Every _HeldConnections and _AsyncHeldConnections of this process, forgotten in a forked child.
+_HELD: weakref.WeakSet[_HeldConnections | _AsyncHeldConnections] = weakref.WeakSet()
 
 
 def _forget_held() -> None:
@@ -692,7 +1170,7 @@ def _client_kwargs(target: _Target) -> dict[str, Any]:
     if target.topology in ("server", "unix"):
         return {**kwargs, "db": target.db}
     # Credentials and passed options as redis-py reads them; the hosts are ours.
-    url_kwargs = parse_url(target.client_url)  # type: ignore[no-untyped-call]
+    url_kwargs = parse_url(target.client_url)  # type: ignore[no-untyped-call, unused-ignore]
     for name in ("host", "port", "db"):
         url_kwargs.pop(name, None)
     if target.topology == "sentinel":
@@ -721,7 +1199,7 @@ def _cluster(target: _Target, kwargs: dict[str, Any]) -> redis.cluster.RedisClus
     """Make the Cluster client, which asks the seed nodes for the slot map until one answers."""
     from redis.cluster import ClusterNode, RedisCluster
 
-    nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call]
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call, unused-ignore]
     options = dict(kwargs)
     # The cluster-level retry (RedisCluster's own argument, not a connection's).
     retry = options.pop("retry")
@@ -733,6 +1211,63 @@ def _cluster(target: _Target, kwargs: dict[str, Any]) -> redis.cluster.RedisClus
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect()
         raise
+
+
+def _async_client(target: _Target) -> Any:
+    """The redis-py asyncio client of ``target``: the same options as the thread's client
+    (:func:`_client_kwargs`), with asyncio's own ``Retry``. Nothing is connected here."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    kwargs = {**_client_kwargs(target), "retry": Retry(NoBackoff(), target.retries)}
+    if target.topology == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in target.hosts]
+        return RedisCluster(startup_nodes=nodes, **kwargs)
+    if target.topology == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel_kwargs = {**_sentinel_kwargs(target, kwargs), "retry": Retry(NoBackoff(), 0)}
+        sentinel_type: Any = Sentinel
+        sentinel = sentinel_type(target.hosts, sentinel_kwargs=sentinel_kwargs)
+        return _WithSentinels(sentinel.master_for(target.service, **kwargs), sentinel.sentinels)
+    return redis.asyncio.Redis.from_url(target.client_url, **kwargs)
+
+
+class _WithSentinels:
+    """An asyncio Sentinel master client whose ``aclose`` closes the sentinels' clients too."""
+
+    def __init__(self, client: Any, sentinels: list[Any]) -> None:
+        self.client = client
+        self.sentinels = sentinels
+
+    def register_script(self, script: str) -> Any:
+        return self.client.register_script(script)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        for sentinel in self.sentinels:
+            await sentinel.aclose()
+
+
+def _close_async(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close ``client``, an asyncio client of ``loop``, on that loop when it still runs (from
+    any thread); a loop that is closed took its sockets with it."""
+    if loop.is_closed():
+        return
+    close = client.aclose()
+    try:
+        if asyncio.get_running_loop() is loop:
+            loop.create_task(close)
+            return
+    except RuntimeError:
+        pass  # no loop running in this thread
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(close, loop)
+    else:
+        close.close()
 
 
 def _close(client: Client) -> None:

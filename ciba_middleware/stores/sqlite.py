@@ -29,6 +29,13 @@ full scan at the first ``issue`` of a store, then at most once every
 :data:`SWEEP_INTERVAL` seconds: without an index on ``expires_at``, each delete and issue
 writes one page instead of two.
 
+The CIBA family's records (:class:`~ciba_middleware.stores.base.RecordStore`) live in a second
+table, ``{table}_records`` (service, key, value, expires_at), created at the first record call
+and swept with the tickets. Each method is one statement in its own transaction: ``add`` an
+upsert that takes over an expired row only, ``swap`` an ``UPDATE`` whose ``WHERE`` holds the
+expected value, ``take`` a ``DELETE ... RETURNING``; SQLite's write lock makes each atomic
+across threads and processes.
+
 Idle connections are closed by :meth:`SQLiteTicketStore.close`, or when the store is
 garbage-collected (``weakref.finalize``), or at interpreter exit, whichever comes first:
 a store dropped without ``close()`` leaves no ``ResourceWarning: unclosed database``
@@ -37,6 +44,7 @@ a store dropped without ``close()`` leaves no ``ResourceWarning: unclosed databa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -50,7 +58,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from . import schemes_of
-from .base import DEFAULT_TTL, checked_ttl, default_ttl_option, new_ticket, number_option
+from .base import (
+    DEFAULT_TTL,
+    check_record_key,
+    check_record_value,
+    checked_ttl,
+    default_ttl_option,
+    new_ticket,
+    number_option,
+)
 
 __all__ = ["FILE_CHECK_INTERVAL", "SWEEP_INTERVAL", "WAL_AUTOCHECKPOINT", "SQLiteTicketStore"]
 
@@ -71,6 +87,10 @@ SWEEP_INTERVAL = 60.0
 #: times fewer fsyncs were measured with two processes deleting at once, for a WAL file of
 #: up to 16 MB.
 WAL_AUTOCHECKPOINT = 4000
+#: Under ASGI, one delete in this many goes to a worker thread (``delete_async``): the loop's
+#: connections never checkpoint, the threads' do, so the WAL stays within about
+#: WAL_AUTOCHECKPOINT + LOOP_WRITES_PER_THREAD pages.
+LOOP_WRITES_PER_THREAD = 1000
 # Seconds to sleep before each retry of a statement that found the database locked, then
 # the last one until the store's timeout. SQLite's own busy handler sleeps 1 ms, 2, 5, 10,
 # ...: a worker that meets another one's write (which holds the lock some 20 us) lost a
@@ -137,11 +157,36 @@ class SQLiteTicketStore:
         self._exists_sql = f"SELECT 1 FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
         self._delete_sql = f"DELETE FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
         self._sweep_sql = f"DELETE FROM {table} WHERE expires_at <= ?"
+        # The CIBA family's records (RecordStore), in a second table, created at the first
+        # call that needs it and swept with the tickets.
+        records = f"{table}_records"
+        self._records_table = records
+        self._records_ready = False
+        self._record_add_sql = (
+            f"INSERT INTO {records} (service, key, value, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
+            "WHERE expires_at <= ?"
+        )
+        self._record_get_sql = f"SELECT value FROM {records} WHERE service = ? AND key = ? AND expires_at > ?"
+        self._record_swap_sql = (
+            f"UPDATE {records} SET value = ?, expires_at = coalesce(?, expires_at) "
+            "WHERE service = ? AND key = ? AND value = ? AND expires_at > ?"
+        )
+        self._record_take_sql = (
+            f"DELETE FROM {records} WHERE service = ? AND key = ? AND expires_at > ? RETURNING value"
+        )
+        self._record_sweep_sql = f"DELETE FROM {records} WHERE expires_at <= ?"
         # ":memory:" would give each connection a database of its own: keep exactly one,
         # used by one thread at a time.
         self._shared = path == ":memory:"
         self._shared_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._pid)
+        # The event loop's own idle connections (delete_async), opened without SQLite's
+        # automatic checkpoint so that no delete on the loop runs one; and how many deletes
+        # the loop made since one of them went to a thread, where a checkpoint may run.
+        self._loop_idle: list[_Idle] = []
+        self._loop_finalizer = weakref.finalize(self, _close_idle, self._loop_idle, self._pid)
+        self._loop_writes = 0
         # Create the schema now, so a bad path fails at start-up, not on the first request.
         try:
             self._give_back(self._take())
@@ -261,6 +306,10 @@ class SQLiteTicketStore:
                 return  # another thread of this process was first
             _INHERITED.extend(idle[0] for idle in self._idle)
             self._idle.clear()
+            _INHERITED.extend(idle[0] for idle in self._loop_idle)
+            self._loop_idle.clear()
+            self._loop_finalizer.detach()
+            self._loop_finalizer = weakref.finalize(self, _close_idle, self._loop_idle, os.getpid())
             self._pid = os.getpid()
             self._file_checked = -math.inf
             self._finalizer.detach()
@@ -336,6 +385,8 @@ class SQLiteTicketStore:
                 if due >= self._sweep_due:
                     self._sweep_due = due + SWEEP_INTERVAL
                     self._execute(idle[1], self._sweep_sql, (now,))
+                    if self._records_ready:
+                        self._execute(idle[1], self._record_sweep_sql, (now,))
             finally:
                 self._give_back(idle)
         except sqlite3.Error as exc:
@@ -377,13 +428,92 @@ class SQLiteTicketStore:
             return False
         return deleted == 1
 
+    async def delete_async(self, service_id: str, ticket: str) -> bool:
+        """:meth:`delete` for an event loop (:class:`~ciba_middleware.stores.base.AsyncTicketStore`):
+        one try on the loop itself, on a connection of the loop's, which never waits (busy
+        timeout 0: a locked database answers ``SQLITE_BUSY`` at once) and never runs a
+        checkpoint (its automatic checkpoint is off). The call goes to a worker thread, where
+        :meth:`delete` waits for the lock as usual, when the database is locked, when the
+        loop has no connection at hand (the first call; after a fork), when the file's
+        periodic check is due, and once every :data:`LOOP_WRITES_PER_THREAD` deletes, so that
+        a commit on a connection of the threads', which checkpoints, keeps the WAL bounded.
+
+        An uncontended delete costs about 10 us, less than the hop to a thread and back; the
+        loop waits one statement's transaction at most (docs/asgi.md has the measurements).
+        """
+        idle = self._loop_now()
+        if idle is not None:
+            try:
+                try:
+                    deleted = idle[1].execute(self._delete_sql, (ticket, service_id, time.time())).rowcount
+                finally:
+                    self._loop_idle.append(idle)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise StoreError(f"sqlite: {exc}") from exc
+                # Locked: nothing was changed; the thread tries again, waiting for the lock.
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+            except UnicodeEncodeError:
+                return False
+            else:
+                return deleted == 1
+        return await asyncio.get_running_loop().run_in_executor(None, self._delete_for_loop, service_id, ticket)
+
+    async def close_async(self) -> None:
+        """Nothing to close on the loop: the loop's connections are closed by :meth:`close`."""
+
+    def _loop_now(self) -> _Idle | None:
+        """A connection of the loop's on the file last seen at the path, when one can be had
+        without waiting or a file system call, and the thread's turn has not come; None
+        otherwise."""
+        if self._shared or self._pid != os.getpid() or time.monotonic() - self._file_checked >= FILE_CHECK_INTERVAL:
+            return None
+        self._loop_writes += 1
+        if self._loop_writes >= LOOP_WRITES_PER_THREAD:
+            self._loop_writes = 0
+            return None
+        try:
+            idle = self._loop_idle.pop()
+        except IndexError:
+            return None
+        if idle[2] != self._file:
+            self._loop_idle.append(idle)  # on a file since replaced: the thread retires it
+            return None
+        return idle
+
+    def _delete_for_loop(self, service_id: str, ticket: str) -> bool:
+        """:meth:`delete`, in a worker thread for the loop; then the loop's connections are
+        brought up to date: those on a file since replaced closed, one opened when none is
+        left (without the automatic checkpoint)."""
+        deleted = self.delete(service_id, ticket)
+        if self._shared:
+            return deleted
+        with self._lock:
+            current = [idle for idle in self._loop_idle if idle[2] == self._file]
+            stale = [idle[0] for idle in self._loop_idle if idle[2] != self._file]
+            self._loop_idle[:] = current
+        for conn in stale:
+            conn.close()
+        if not current:
+            with contextlib.suppress(sqlite3.Error):
+                conn = self._open()
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                self._loop_idle.append((conn, conn.cursor(), self._file))
+        return deleted
+
     def sweep(self) -> int:
-        """Delete expired rows now (a scan of the table); returns how many. ``issue`` does
-        this at a store's first issue, then at most once every :data:`SWEEP_INTERVAL`."""
+        """Delete expired rows now (a scan of the table, and of the records' table once
+        records were used); returns how many. ``issue`` does this at a store's first issue,
+        then at most once every :data:`SWEEP_INTERVAL`."""
         try:
             idle = self._take()
             try:
-                return self._execute(idle[1], self._sweep_sql, (time.time(),)).rowcount
+                now = time.time()
+                swept: int = self._execute(idle[1], self._sweep_sql, (now,)).rowcount
+                if self._records_ready:
+                    swept += self._execute(idle[1], self._record_sweep_sql, (now,)).rowcount
+                return swept
             finally:
                 self._give_back(idle)
         except sqlite3.Error as exc:
@@ -401,6 +531,7 @@ class SQLiteTicketStore:
 
     def close(self) -> None:
         self._finalizer()
+        self._loop_finalizer()
 
     def claim(self, key: str, ttl: float) -> bool:
         """:meth:`ciba_middleware.stores.base.ReplayCache.claim`: a row in ``{table}_replay``.
@@ -436,6 +567,94 @@ class SQLiteTicketStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         return bool(changed == 1)
+
+    # -- RecordStore -------------------------------------------------------------------
+
+    def _record(self, sql: str, params: tuple[object, ...]) -> tuple[int, list[Any]]:
+        """Run one statement on the records' table, creating the table when it is not
+        there (the first call, or a file replaced since): its row count and rows, read
+        before the connection goes back.
+
+        On the connection's own cursor, as a delete (one object fewer per call than
+        ``Connection.execute``): every row is read, which ends the statement, so an idle
+        connection keeps no read snapshot open."""
+        try:
+            idle = self._take()
+            try:
+                conn, cursor = idle[0], idle[1]
+                if not self._records_ready:
+                    self._create_records(conn)
+                try:
+                    # One try first, without _execute's frame: the usual call needs no retry.
+                    cursor.execute(sql, params)
+                except sqlite3.OperationalError:
+                    # Locked, or the table is gone (a file replaced since): a statement that
+                    # failed changed nothing, so it runs again, waiting for the lock.
+                    try:
+                        self._execute(cursor, sql, params)
+                    except sqlite3.OperationalError as exc:
+                        if "no such table" not in str(exc):
+                            raise
+                        self._create_records(conn)
+                        self._execute(cursor, sql, params)
+                rows = cursor.fetchall()
+                return cursor.rowcount, rows
+            finally:
+                self._give_back(idle)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def _create_records(self, conn: sqlite3.Connection) -> None:
+        self._execute(
+            conn,
+            f"CREATE TABLE IF NOT EXISTS {self._records_table} ("
+            "service TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL NOT NULL, "
+            "PRIMARY KEY (service, key)) WITHOUT ROWID",
+        )
+        self._records_ready = True
+
+    def add(self, service_id: str, key: str, value: bytes, ttl: float) -> bool:
+        """:meth:`~ciba_middleware.stores.base.RecordStore.add`: one upsert that takes over
+        an expired row only, so of racing processes exactly one sees a change."""
+        check_record_key(key)
+        value = check_record_value(value)
+        ttl = checked_ttl(ttl)
+        now = time.time()
+        try:
+            return self._record(self._record_add_sql, (service_id, key, value, now + ttl, now))[0] == 1
+        except UnicodeEncodeError:
+            raise ValueError("a service ID must be text that UTF-8 can encode") from None
+
+    def get(self, service_id: str, key: str) -> bytes | None:
+        check_record_key(key)
+        try:
+            rows = self._record(self._record_get_sql, (service_id, key, time.time()))[1]
+        except UnicodeEncodeError:
+            return None
+        return bytes(rows[0][0]) if rows else None
+
+    def swap(self, service_id: str, key: str, expected: bytes, value: bytes, ttl: float | None = None) -> bool:
+        """:meth:`~ciba_middleware.stores.base.RecordStore.swap`: one ``UPDATE`` whose
+        ``WHERE`` holds the expected value, atomic under SQLite's write lock."""
+        check_record_key(key)
+        value = check_record_value(value)
+        expected = check_record_value(expected, "expected value")
+        now = time.time()
+        until = None if ttl is None else now + checked_ttl(ttl)
+        try:
+            changed = self._record(self._record_swap_sql, (value, until, service_id, key, expected, now))[0]
+        except UnicodeEncodeError:
+            return False
+        return changed == 1
+
+    def take(self, service_id: str, key: str) -> bytes | None:
+        """:meth:`~ciba_middleware.stores.base.RecordStore.take`: one ``DELETE ... RETURNING``."""
+        check_record_key(key)
+        try:
+            rows = self._record(self._record_take_sql, (service_id, key, time.time()))[1]
+        except UnicodeEncodeError:
+            return None
+        return bytes(rows[0][0]) if rows else None
 
 
 def _create_alone(path: str) -> None:

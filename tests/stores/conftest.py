@@ -21,6 +21,7 @@ from _servers import (
     PrivateRedisCluster,
     PrivateSentinel,
     find_binary,
+    wait_port,
 )
 from _stores import BACKENDS, SHARED, url_for_backend
 from conftest import free_port, port_open, unique_name, unreachable
@@ -120,11 +121,28 @@ def redis_tls(tls_certificate: Path) -> Iterator[tuple[PrivateRedis, str]]:
     """A private Redis that also listens with TLS, and a ``rediss://`` URL trusting its
     self-signed certificate."""
     certs = tls_certificate
-    tls_port = free_port()
-    server = PrivateRedis(
-        *("--tls-port", str(tls_port), "--tls-cert-file", str(certs / "cert.pem")),
-        *("--tls-key-file", str(certs / "key.pem"), "--tls-auth-clients", "no"),
-    )
+    # Its two ports are picked as free, then bound by redis-server: one taken meanwhile by
+    # another process makes the server exit, and it is started again on others.
+    for attempt in range(3):
+        tls_port = free_port()
+        try:
+            server = PrivateRedis(
+                *("--tls-port", str(tls_port), "--tls-cert-file", str(certs / "cert.pem")),
+                *("--tls-key-file", str(certs / "key.pem"), "--tls-auth-clients", "no"),
+            )
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            wait_port(tls_port, up=True)
+            if server.process is not None and server.process.poll() is None:
+                break
+        except RuntimeError:
+            pass
+        server.close()
+        if attempt == 2:
+            raise RuntimeError(f"the TLS Redis did not listen on port {tls_port}")
     yield server, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certs / 'cert.pem'}"
     server.close()
 

@@ -43,8 +43,9 @@ def test_calls_work_again_as_soon_as_a_read_only_database_is_writable(
     open_store(url).close()  # the table, created while writable
     read_only_database(True)
     store = open_store(url)
-    # Every pooled connection begins read-only, and stays so for its life.
-    deadline = time.monotonic() + 10
+    # Every pooled connection begins read-only, and stays so for its life. (The pool fills
+    # in the background: on a busy machine that has taken more than 10 s.)
+    deadline = time.monotonic() + 30
     while store._get_pool().get_stats().get("pool_available", 0) < 3:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -146,12 +147,12 @@ def test_a_pool_busy_to_the_last_connection_says_so(postgres_url: str, open_stor
 
     table = unique_name()
     try:
-        store = open_store(f"{postgres_url}?table={table}&pool_max_size=1&pool_timeout=0.3&statement_timeout=2")
+        store = open_store(f"{postgres_url}?table={table}&pool_max_size=1&pool_timeout=0.3&statement_timeout=10")
         ticket = store.issue("42", ttl=60)
         with psycopg.connect(postgres_url) as locker, ThreadPoolExecutor(1) as pool:
             locker.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
             held = pool.submit(store.delete, "42", ticket)  # waits on the lock, holding the connection
-            time.sleep(0.3)
+            _wait_until_blocked(locker, table)
             started = time.monotonic()
             with pytest.raises(StoreError, match=r"^postgresql: all 1 pooled connections busy for 0\.3 s$"):
                 store.exists("42", ticket)
@@ -160,3 +161,20 @@ def test_a_pool_busy_to_the_last_connection_says_so(postgres_url: str, open_stor
             assert held.result(timeout=5) is True
     finally:
         drop_postgres_table(postgres_url, table)
+
+
+def _wait_until_blocked(locker: psycopg.Connection[object], table: str, timeout: float = 30.0) -> None:
+    """Until a statement on ``table`` waits for ``locker``'s lock (on a busy machine the
+    thread that sends it may start late: a fixed sleep let the next call take the connection
+    first)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(locker.info.dsn, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position(%s in query) > 0",
+                (table,),
+            ).fetchone()
+            if row is not None and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no statement on {table} waited for the lock within {timeout} s")

@@ -27,6 +27,9 @@ from ciba_middleware.stores.redis import RECONNECT_PAUSE
 from ._http import API_HEADERS, assert_success, fail
 from .test_store_outages import NEVER_ISSUED, STORE_FAILED
 
+# Servers started, stopped and failed over: left to 3.11 (noxfile.py's SUBSET).
+pytestmark = pytest.mark.slow
+
 OpenStore = Callable[..., TicketStore]
 #: Short timeouts, so that calls fail fast while servers are down.
 FAST = "socket_timeout=0.5&socket_connect_timeout=0.5"
@@ -140,16 +143,16 @@ def test_threads_do_not_queue_behind_seeds_that_do_not_answer(
 
         with ThreadPoolExecutor(6) as pool:
             outcomes = list(pool.map(first_call, range(6)))
-        assert {message for message, _ in outcomes} == {
-            "redis: Redis Cluster cannot be connected. "
-            "Please provide at least one reachable node: Timeout reading from socket"
-        }
+        # One attempt's error for all of them (redis-py's own wording is not ours to pin).
+        (message,) = {message for message, _ in outcomes}
+        assert message.startswith("redis: ")
         # One attempt of three timeouts, not six attempts one after another.
         assert attempt <= max(took for _, took in outcomes) < attempt + 1.0
         started = time.monotonic()
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError) as again:
             store.delete(SERVICE, NEVER_ISSUED)
         assert time.monotonic() - started < 0.1  # within the pause: not tried again
+        assert str(again.value) == message  # the failed attempt's error, kept
         time.sleep(RECONNECT_PAUSE)
         started = time.monotonic()
         with pytest.raises(StoreError):
@@ -259,8 +262,13 @@ def test_tickets_through_a_tls_sentinel_url(redis_sentinel_tls: PrivateSentinel,
     untrusting = open_store(redis_sentinel_tls.url("/0", FAST).replace(ca, "ssl_ca_certs=/dev/null"))
     with pytest.raises(StoreError) as raised:
         untrusting.issue(SERVICE, ttl=60)
-    sentinel = f"127.0.0.1:{redis_sentinel_tls.port}"
-    assert str(raised.value) == f"redis: No master found for 'mymaster' : sentinel {sentinel} - network:ConnectionError"
+    # Our part of the message: the prefix, and the Sentinel named by its address instead of
+    # its client's whole repr. The rest is redis-py's and the TLS library's wording.
+    message = str(raised.value)
+    assert message.startswith("redis: ")
+    assert f"sentinel 127.0.0.1:{redis_sentinel_tls.port} " in message
+    assert "<redis." not in message
+    assert len(message) < 300
 
 
 def test_a_sentinel_store_built_while_the_sentinel_is_down_works_once_it_is_up(

@@ -404,22 +404,36 @@ def test_postgres_connections_held_between_calls_go_back_to_the_pool(
 
     from ciba_middleware.stores import postgresql
 
-    monkeypatch.setattr(postgresql, "HOLD", 0.2)
+    # Long enough that a loaded machine (CI's parallel workers) cannot pass it between the
+    # threads' end and the first look at the pool.
+    monkeypatch.setattr(postgresql, "HOLD", 1.0)
     table = unique_name()
     try:
         store = open_store(f"{postgres_url}?table={table}&pool_min_size=2&pool_max_size=2")
         pool = store._get_pool()  # type: ignore[attr-defined]
+        # Both connections open and the table made first: on a loaded machine a call that
+        # waited for them could pass the barrier's timeout, fail, and give its connection back.
+        pool.wait(timeout=30)
+        store.ping()
         # Two calls at once: each holds a connection afterwards, none is in the pool.
         barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
 
         def both(conn: object, cursor: object) -> None:
-            barrier.wait(timeout=5)
+            barrier.wait(timeout=30)
 
-        threads = [threading.Thread(target=store._run, args=(both,)) for _ in range(2)]  # type: ignore[attr-defined]
+        def call() -> None:
+            try:
+                store._run(both)  # type: ignore[attr-defined]
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        assert errors == []
         assert pool.get_stats().get("pool_available", 0) == 0
         # Calls one at a time use one of them; the other goes back once past HOLD.
         deadline = time.monotonic() + 5

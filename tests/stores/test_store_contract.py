@@ -161,6 +161,7 @@ def test_threads_racing_to_delete_one_ticket_exactly_one_wins(store_url: str, op
     assert wins == dict.fromkeys(tickets, 1)
 
 
+@pytest.mark.slow  # processes of their own: left to 3.11 (noxfile.SUBSET)
 def test_processes_racing_to_delete_one_ticket_exactly_one_wins(shared_store_url: str, open_store: OpenStore) -> None:
     store = open_store(shared_store_url)
     processes, rounds = 4, 20

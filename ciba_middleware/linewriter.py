@@ -3,7 +3,7 @@
 A library should write through :mod:`logging`; but under a bare ``gunicorn app:app``,
 ``flask run`` or uWSGI nobody configures logging, and Python then drops every INFO record.
 The audit log and the start-up line are written for an operator, so :func:`destination`
-decides, per line, where it goes:
+decides where it goes (the audit log asks once per second of the clock):
 
 - through :mod:`logging` when a handler of the logger (or of one it propagates to) takes
   the level: the app's own configuration wins;
@@ -23,6 +23,7 @@ lines, by a background thread, while the request's thread goes on.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -34,8 +35,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import IO, Final
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final
 
 __all__ = ["DEFAULT_DELAY", "LOGGING", "MAX_DELAY", "STDERR", "LineHandler", "destination"]
 
@@ -44,6 +45,8 @@ DEFAULT_DELAY: Final = 0.02
 #: The longest wait a handler accepts.
 MAX_DELAY: Final = 1.0
 
+# A line to be made by the writer thread: (make, args) of LineHandler.write_later.
+_Later = tuple[Callable[..., str], tuple[Any, ...]]
 # The most lines a handler holds; beyond, the line's own caller writes them.
 _MAX_WAITING = 10_000
 # The most bytes one write() may carry and stay whole beside other writers' lines.
@@ -88,7 +91,7 @@ class LineHandler(logging.Handler):
         # The stream of sys last seen, and its descriptor (-1: none).
         self._stream: object = None
         self._stream_fd = -1
-        self._pending: deque[str] = deque()
+        self._pending: deque[str | _Later] = deque()
         # Whether the writer thread has been asked to come for this handler's lines.
         self._armed = False
         self._write_lock = threading.Lock()
@@ -105,31 +108,55 @@ class LineHandler(logging.Handler):
     def write(self, line: str) -> None:
         """Write ``line`` and a newline, now or within :attr:`delay` seconds; non-ASCII is
         escaped, so a line is always whole."""
-        if (
-            self.delay
+        if not self._hold(line):
+            self._write([line])
+
+    def write_later(self, make: Callable[..., str], *args: object) -> None:
+        """Write the line ``make(*args)`` as :meth:`write` writes a line. On an event loop the
+        writer thread makes it (the loop only hands over ``args``: the audit line's formatting
+        leaves the loop); elsewhere it is made now, by the caller. ``make`` must need nothing
+        but ``args``, which must not change; one that raises loses its own line only."""
+        if asyncio._get_running_loop() is None:
+            line = make(*args)
+            if not self._hold(line):
+                self._write([line])
+        elif not self._hold((make, args)):
+            self._write([make(*args)])
+
+    def _hold(self, item: str | _Later) -> bool:
+        """Give ``item`` to the writer thread when lines may wait now; False when not."""
+        if not (
+            # On an event loop, a line waits for the thread even without a delay: the loop
+            # must not wait on a write (the thread writes it at once).
+            (self.delay or asyncio._get_running_loop() is not None)
             and (not self._standard or (getattr(sys, self.target) is self._stream and self._stream_fd >= 0))
             and (_writer._thread is not None or _writer.running())
         ):
-            pending = self._pending
-            pending.append(line)
-            if len(pending) >= _MAX_WAITING:
-                # The thread is not keeping up (a stalled disk, a starved thread): this
-                # thread writes, rather than hold lines without bound.
-                self.flush()
-                return
-            if not self._armed:
-                self._armed = True
-                _writer.call(self)
-            return
-        self._write([line])
+            return False
+        pending = self._pending
+        pending.append(item)
+        if len(pending) >= _MAX_WAITING:
+            # The thread is not keeping up (a stalled disk, a starved thread): this
+            # thread writes, rather than hold lines without bound.
+            self.flush()
+        elif not self._armed:
+            self._armed = True
+            _writer.call(self)
+        return True
 
     def flush(self) -> None:
         """Write the lines waiting now (:meth:`logging.Handler.flush`)."""
         pending = self._pending
         lines: list[str] = []
+        append = lines.append
+        take = pending.popleft
         try:
             while True:
-                lines.append(pending.popleft())
+                item = take()
+                if item.__class__ is not tuple:
+                    append(item)  # type: ignore[arg-type]
+                elif (line := _made(item)) is not None:
+                    append(line)
         except IndexError:
             pass
         if lines:
@@ -190,20 +217,40 @@ class LineHandler(logging.Handler):
         self._write_lock = threading.Lock()
 
 
-def _chunks(lines: Iterable[str], limit: int) -> Iterator[bytes]:
+def _made(later: _Later) -> str | None:
+    """The line of a :meth:`LineHandler.write_later`, or None when making it failed: that
+    line is lost, never its neighbours, and stderr says so (not the target, whose every
+    line may be read as a record)."""
+    make, args = later
+    try:
+        return make(*args)
+    except Exception as exc:
+        name = getattr(make, "__name__", make)
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"ciba-middleware: a line could not be made by {name}: {exc!r}\n")
+        return None
+
+
+def _chunks(lines: list[str], limit: int) -> Iterator[bytes]:
     """``lines`` as newline-ended ASCII, in pieces of at most ``limit`` bytes that each
     hold whole lines (a line longer than ``limit`` is a piece of its own)."""
-    chunk: list[bytes] = []
-    size = 0
-    for line in lines:
-        data = (line + "\n").encode("ascii", "backslashreplace")
-        if chunk and size + len(data) > limit:
-            yield b"".join(chunk)
-            chunk, size = [], 0
-        chunk.append(data)
-        size += len(data)
-    if chunk:
-        yield b"".join(chunk)
+    # One join and one encoding for the whole batch, not one per line; then each piece
+    # ends at the last newline that fits (or, for a line longer than the limit, its own).
+    if not lines:
+        return
+    data = "\n".join([*lines, ""]).encode("ascii", "backslashreplace")
+    size = len(data)
+    start = 0
+    while size - start > limit:
+        end = data.rfind(b"\n", start, start + limit) + 1
+        if end <= start:
+            end = data.index(b"\n", start) + 1
+        yield data[start:end]
+        start = end
+    if not start:
+        yield data
+    elif start < size:
+        yield data[start:]
 
 
 def _chunk_size(fd: int) -> int:
@@ -350,8 +397,9 @@ def destination(
     because it is the only handler the record would reach and nothing filters or formats
     it, or because no handler exists at all (then ``fallback``, which may be None).
 
-    Looked up on every line, so a logging configuration made after start-up is followed;
-    the walk is what ``Logger.callHandlers`` does, without building a ``LogRecord``.
+    Each call walks the loggers again, so a logging configuration made after start-up is
+    followed (the audit log calls it once per second of the clock, not per line); the walk is
+    what ``Logger.callHandlers`` does, without building a ``LogRecord``.
     """
     if logger.disabled or logger.manager.disable >= level:
         return None

@@ -1,19 +1,23 @@
-"""output: where the package's own lines go, and how a line is written."""
+"""linewriter: where the package's own lines go, and how a line is written."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ciba_middleware.output import LOGGING, STDERR, LineHandler, destination
+from ciba_middleware.linewriter import LOGGING, STDERR, LineHandler, _chunks, destination
 
 
 @pytest.fixture
@@ -136,6 +140,31 @@ def test_with_no_delay_a_line_is_written_before_write_returns(tmp_path: Path) ->
     handler.close()
 
 
+def test_on_an_event_loop_a_line_without_delay_is_handed_to_the_thread(tmp_path: Path) -> None:
+    """Under ASGI the loop never waits on a write: even with no delay, the writer thread writes."""
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0)
+    writers: list[int] = []
+    real = os.write
+
+    def counted(fd: int, data: bytes) -> int:
+        writers.append(threading.get_ident())
+        return real(fd, data)
+
+    async def on_the_loop() -> None:
+        handler.write("from the loop")
+
+    os.write = counted  # type: ignore[assignment]
+    try:
+        asyncio.run(on_the_loop())
+        assert _wait_for(path, 1) == ["from the loop"]
+    finally:
+        os.write = real  # type: ignore[assignment]
+    assert writers
+    assert threading.get_ident() not in writers
+    handler.close()
+
+
 def test_a_line_waits_at_most_the_delay_without_anyone_flushing(tmp_path: Path) -> None:
     path = tmp_path / "out"
     handler = LineHandler(str(path), delay=0.05)
@@ -192,7 +221,7 @@ def test_a_pipe_gets_whole_lines_in_writes_of_at_most_pipe_buf(tmp_path: Path) -
 def test_lines_that_wait_are_written_when_the_process_ends(tmp_path: Path) -> None:
     path = tmp_path / "out"
     code = (
-        "from ciba_middleware.output import LineHandler\n"
+        "from ciba_middleware.linewriter import LineHandler\n"
         f"handler = LineHandler({str(path)!r}, delay=1.0)\n"
         "for n in range(1000):\n"
         "    handler.write(str(n))\n"
@@ -250,3 +279,95 @@ def test_lines_never_wait_without_bound(tmp_path: Path) -> None:
         assert len(handler._pending) < 10_000
     handler.close()
     assert len((tmp_path / "out").read_text().splitlines()) == 25_000
+
+
+def test_a_line_made_later_is_made_by_the_writer_thread_on_an_event_loop(tmp_path: Path) -> None:
+    """Under ASGI the audit line is made off the loop: the loop hands over only its parts."""
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0)
+    makers: list[int] = []
+
+    def make(a: str, b: int) -> str:
+        makers.append(threading.get_ident())
+        return f"{a}-{b}"
+
+    async def on_the_loop() -> None:
+        handler.write("first")
+        handler.write_later(make, "second", 2)
+        handler.write("third")
+
+    asyncio.run(on_the_loop())
+    assert _wait_for(path, 3) == ["first", "second-2", "third"]
+    assert makers
+    assert threading.get_ident() not in makers
+    handler.close()
+
+
+def test_off_a_loop_a_line_made_later_is_made_by_the_caller(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=1.0)
+    makers: list[int] = []
+
+    def make(a: str, b: int) -> str:
+        makers.append(threading.get_ident())
+        return f"{a}={b}"
+
+    handler.write_later(make, "a", 1)
+    assert makers == [threading.get_ident()]
+    handler.flush()
+    assert path.read_text() == "a=1\n"
+    handler.close()
+
+
+def test_a_line_that_cannot_be_made_is_lost_alone_and_said_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=1.0)
+
+    def broken() -> str:
+        raise ValueError("no line")
+
+    async def on_the_loop() -> None:
+        handler.write("before")
+        handler.write_later(broken)
+        handler.write("after")
+
+    asyncio.run(on_the_loop())
+    # Whoever takes the lines (the writer thread, or this flush) makes them before writing.
+    handler.flush()
+    assert _wait_for(path, 2) == ["before", "after"]
+    assert "ciba-middleware: a line could not be made by broken: ValueError('no line')" in capsys.readouterr().err
+    handler.close()
+
+
+def _chunks_line_by_line(lines: list[str], limit: int) -> list[bytes]:
+    """What ``_chunks`` gives, made one line at a time (its former way)."""
+    pieces: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = (line + "\n").encode("ascii", "backslashreplace")
+        if chunk and size + len(data) > limit:
+            pieces.append(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        pieces.append(b"".join(chunk))
+    return pieces
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.text(alphabet=st.sampled_from('ab\u00e9"\\'), max_size=40), min_size=1),
+    limit=st.integers(1, 60),
+)
+def test_the_pieces_hold_whole_lines_within_the_limit(lines: list[str], limit: int) -> None:
+    """Made from one encoding of the batch: the same pieces as line by line, each of whole
+    lines and at most ``limit`` bytes, or one line of its own when that line is longer."""
+    pieces = list(_chunks(lines, limit))
+    assert pieces == _chunks_line_by_line(lines, limit)
+    for piece in pieces:
+        assert piece.endswith(b"\n")
+        assert len(piece) <= limit or piece.count(b"\n") == 1
