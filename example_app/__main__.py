@@ -1,6 +1,7 @@
-"""``python -m example_app [--host H] [--port P]``: run the demo on Werkzeug, with a pool of threads.
+"""``python -m example_app [--host H] [--port P]``: run the demo on Waitress.
 
-It answers in HTTP/1.1, and ``wsgi.multithread`` is true.
+Waitress is a pure-Python WSGI server: it reads each request whole before a thread of its
+pool runs the app, so slow or silent clients hold no thread (``wsgi.multithread`` is true).
 
 Prints the URLs to try and, when none was configured, the development token generated for
 this run. Threads matter: with ``CIBA_DEMO_FAIL_VIA=http`` the server calls itself.
@@ -11,24 +12,25 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import socket
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from ciba_middleware import ConfigurationError
 from ciba_middleware.cli import mask_url
 from ciba_middleware.flask import CibaMiddleware
 
 try:
+    import joserfc  # noqa: F401 (the CIBA family signs ID tokens with it)
+
     from .app import EXTENSION_KEY, DemoState, create_app
 except ModuleNotFoundError as missing:  # the [flask] extra alone has no joserfc
     if missing.name != "joserfc":
         raise
     sys.exit("example_app: joserfc is missing (it signs the ID tokens): pip install 'ciba-middleware[demo]'")
+
+#: Threads running the app; Waitress's own thread reads and writes the connections.
+THREADS = 8
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,61 +49,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"example_app: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        server = PooledWSGIServer(args.host, args.port, app)
+        server = make_server(app, args.host, args.port)
     except OSError as exc:
-        print(f"example_app: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(f"example_app: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(banner(app, url), flush=True)
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
+        notifier = app.extensions[EXTENSION_KEY].endpoints.notifier
+        if notifier is not None:
+            notifier.close(5.0)  # deliver what is queued
     return 0
 
 
-class RequestHandler(WSGIRequestHandler):
-    """HTTP/1.1; a client silent for ``timeout`` seconds is disconnected.
+def make_server(app: Any, host: str, port: int, *, threads: int = THREADS) -> Any:
+    """A Waitress server for ``app`` bound to ``host``:``port`` (0: any free port); raises
+    :class:`OSError` when it cannot listen. ``run()`` serves, ``close()`` stops."""
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
-    Werkzeug answers ``Connection: close`` to every request, so there is no keep-alive;
-    the timeout keeps a client that opens a connection and sends nothing (a browser's
-    preconnect, say) from holding one of the pool's threads for good.
-    """
-
-    protocol_version = "HTTP/1.1"
-    timeout = 10
-
-
-class PooledWSGIServer(BaseWSGIServer):
-    """Werkzeug's development server, answering from a fixed pool of threads, in HTTP/1.1.
-
-    Werkzeug's ``threaded=True`` starts a thread per request; the SQLite store keeps one
-    connection per thread, so a thread per request would open a connection per request.
-    A pool reuses a few threads, as gunicorn's ``--threads`` does. It serves from several
-    threads, so it says so to the app (``wsgi.multithread``).
-    """
-
-    multithread = True
-
-    def __init__(self, host: str, port: int, app: Any, *, threads: int = 8) -> None:
-        super().__init__(host, port, app, handler=RequestHandler)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="example_app")
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.pool.submit(self._serve, request, client_address)
-
-    def _serve(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    return create_server(
+        app, host=host, port=port, threads=threads, ident="example_app", clear_untrusted_proxy_headers=True
+    )
 
 
 def banner(app: object, url: str) -> str:
@@ -118,7 +90,7 @@ def banner(app: object, url: str) -> str:
         f"  demo clients, users, hint tokens  GET  {url}/",
         f"  discovery                         GET  {url}/.well-known/openid-configuration",
         f"  backchannel authentication        POST {endpoint}",
-        f"  token endpoint (poll mode)        POST {url}/token",
+        f"  token endpoint (poll, ping, push) POST {url}/token",
         f"  authentication device (browser)   GET  {url}/device/alice",
         f"  fail API (Authlete API v3)        POST {fail_api}",
         f"  ticket store                      {mask_url(ciba.settings.store_url)}",

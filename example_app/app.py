@@ -1,16 +1,24 @@
 """The demo's application factory, :func:`create_app`, and its settings.
 
-Configuration comes from ``CIBA_*`` environment variables, then ``FLASK_CIBA_*`` ones
+Configuration comes from the package's ``CIBA_*`` environment variables and the demo's
+``CIBA_DEMO_*`` ones, then ``FLASK_CIBA_*`` ones
 (``app.config.from_prefixed_env()``), then the ``config`` argument. Nothing is required:
 
 - without ``CIBA_TOKENS`` / ``CIBA_TOKENS_FILE`` a development token for service
   ``715948317`` is generated for this process (``python -m example_app`` prints it);
 - the tickets go to the embedded SQLite default, ``sqlite:///ciba-tickets.sqlite3``.
 
+The CIBA family serves the demo's clients: ``CIBA_CLIENTS`` (or ``CIBA_CLIENTS_FILE``) when set,
+else the demo's own (``demo-client``, poll; ``web-client``, not registered for CIBA). The
+demo also sets, when they are unset, ``CIBA_ISSUER`` (this server's URL under ``python -m
+example_app``, else ``http://127.0.0.1:8080``) and ``CIBA_AUTH_REQ_ID_LIFETIME`` (120 s). The
+ID tokens are signed by ``CIBA_SIGNING_KEY_FILE`` (generated per process when unset);
+``CIBA_POLLING_INTERVAL`` is the polling interval.
+
 The demo's own settings:
 
 ``CIBA_DEMO_FAIL_VIA``
-    ``in_process`` (default): views fail requests through the extension, in this process;
+    ``in_process`` (default): rejected requests are failed in this process;
     ``http``: through the fail API over HTTP with the ``authlete`` client (:mod:`.remote`).
 ``CIBA_DEMO_API_BASE_URL``
     For ``http``: the fail API's base URL, i.e. this server's own URL. ``python -m
@@ -18,22 +26,19 @@ The demo's own settings:
 ``CIBA_DEMO_ACCESS_TOKEN``
     For ``http``: the Service Access Token to call with; the generated one by default.
 ``CIBA_DEMO_HINT_KEY``
-    The HMAC key signing login_hint_tokens and id_token_hints (:mod:`.hints`); random per
-    process by default, so set it when several processes serve the demo.
-``CIBA_DEMO_SIGNING_KEY``
-    The private EC P-256 JWK (JSON) signing ID tokens (:mod:`.oidc`); new per process by
-    default, so set it too when several processes serve the demo.
+    The HMAC key signing login_hint_tokens (:mod:`.hints`); random per process by default,
+    so set it when several processes serve the demo.
 ``CIBA_DEMO_DATABASE``
-    The SQLite file of the pending requests (:mod:`.pending`), ``ciba-demo.sqlite3``.
-``CIBA_DEMO_ISSUER``
-    The issuer (``iss``, discovery); ``python -m example_app`` sets it from ``--host`` and
-    ``--port``; otherwise the URL each request came to.
-``CIBA_DEMO_INTERVAL``
-    Seconds a client waits between polls of the token endpoint, 1 to 60 (default 5).
+    The SQLite file of the devices' inbox (:mod:`.pending`), ``ciba-demo.sqlite3``.
+``CIBA_DEMO_AUTO_APPROVE``
+    Seconds after which every request is approved by its user, unattended (for test suites),
+    except one whose binding message is ``deny``, which is denied; unset: users decide on the
+    device page.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -44,15 +49,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from joserfc.jwk import ECKey
 
 from ciba_middleware import ConfigurationError, sha256_hex
-from ciba_middleware.flask import BackchannelFail, CibaMiddleware
+from ciba_middleware.ciba.delivery import Notifier
+from ciba_middleware.ciba.endpoints import CibaEndpoints, CompletionRefused
+from ciba_middleware.config import VARIABLES
+from ciba_middleware.flask import CibaMiddleware
+from ciba_middleware.stores import ticket_hash
 from ciba_middleware.stores.base import number_option
 
-from . import backchannel, device, hints, oidc
-from .backchannel import INTERVAL, ciba
+from . import device, hints, oidc
 from .directory import CLIENTS, RESOURCES, SCOPES, USERS
+from .hooks import AutoApprove, DemoHooks
 from .pending import PendingRequests
 from .remote import RemoteFail
 
@@ -66,6 +74,12 @@ EXTENSION_KEY = "example_app"
 _VIA = ("in_process", "http")
 
 
+#: The extension, initialised on each app by :func:`create_app`.
+ciba = CibaMiddleware()
+#: Seconds an auth_req_id lives by default in the demo (``CIBA_AUTH_REQ_ID_LIFETIME``).
+DEFAULT_EXPIRES_IN = 120
+
+
 @dataclass(frozen=True)
 class DemoState:
     """What the demo keeps in ``app.extensions["example_app"]``."""
@@ -75,14 +89,27 @@ class DemoState:
     #: The development token generated because no grants were configured, else None.
     generated_token: str | None
     api_base_url: str | None
-    #: The pending requests, after their auth_req_id.
+    #: The devices' inbox.
     pending: PendingRequests
-    #: Signs ID tokens; its public half is at /jwks.
-    signing_key: ECKey
-    #: The configured issuer, or None to take the request's URL.
-    issuer: str | None
-    #: Seconds between polls of the token endpoint.
-    interval: int
+    #: The backchannel authentication and token endpoints, and ``complete``.
+    endpoints: CibaEndpoints
+    #: Whether the clients are the demo's own (no CIBA_CLIENTS / CIBA_CLIENTS_FILE).
+    demo_clients: bool
+
+
+def demo_clients(service: str) -> str:
+    """The demo's clients as ``CIBA_CLIENTS`` (JSON), for the family."""
+    return json.dumps(
+        [
+            {
+                "client_id": c.client_id,
+                "service": service,
+                "client_secret_sha256": sha256_hex(c.client_secret),
+                "scopes": sorted(SCOPES),
+            }
+            for c in CLIENTS.values()
+        ]
+    )
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None = None) -> Flask:
@@ -91,10 +118,20 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
     Raises :class:`ciba_middleware.ConfigurationError` for a bad setting.
     """
     app = Flask("example_app")
-    app.config.update({k: v for k, v in os.environ.items() if k.startswith("CIBA_")})
+    # The package's variables and the demo's own, as from_env reads the environment: other
+    # CIBA_* names there (a test suite's, say) are not the demo's business.
+    app.config.update({k: v for k, v in os.environ.items() if k in VARIABLES or k.startswith("CIBA_DEMO_")})
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
+    # The demo's own settings leave app.config: the extension takes only the package's CIBA_*
+    # variables there, and refuses any other (docs/flask.md). CIBA_NOTIFICATION_INSECURE_HOSTS
+    # is the toolkit's, read from the environment (docs/configuration.md).
+    demo = {
+        name: app.config.pop(name)
+        for name in list(app.config)
+        if name.startswith("CIBA_DEMO_") or name == "CIBA_NOTIFICATION_INSECURE_HOSTS"
+    }
 
     generated = None
     if app.config.get("CIBA_TOKENS") in (None, "") and app.config.get("CIBA_TOKENS_FILE") in (None, ""):
@@ -103,31 +140,22 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
         app.config["CIBA_SERVICE_ID"] = service
         app.config["CIBA_TOKENS"] = [{"service": service, "token_sha256": sha256_hex(generated)}]
         log.warning("no CIBA_TOKENS: generated a development token for service %s, for this process only", service)
+    own_clients = app.config.get("CIBA_CLIENTS") in (None, "") and app.config.get("CIBA_CLIENTS_FILE") in (None, "")
+    if own_clients:
+        app.config["CIBA_CLIENTS"] = demo_clients(str(app.config.get("CIBA_SERVICE_ID") or DEMO_SERVICE_ID))
+    if app.config.get("CIBA_ISSUER") in (None, ""):
+        app.config["CIBA_ISSUER"] = (own_url or "http://127.0.0.1:8080").rstrip("/")
+    if app.config.get("CIBA_AUTH_REQ_ID_LIFETIME") in (None, ""):
+        app.config["CIBA_AUTH_REQ_ID_LIFETIME"] = str(DEFAULT_EXPIRES_IN)
 
-    via = str(app.config.get("CIBA_DEMO_FAIL_VIA") or "in_process").strip().lower()
+    via = str(demo.get("CIBA_DEMO_FAIL_VIA") or "in_process").strip().lower()
     if via not in _VIA:
         raise ConfigurationError(f"CIBA_DEMO_FAIL_VIA must be in_process or http, not {via!r}")
-    hint_key = app.config.get("CIBA_DEMO_HINT_KEY")
-    state = DemoState(
-        fail_via=via,
-        hint_key=str(hint_key).encode() if hint_key else secrets.token_bytes(32),
-        generated_token=generated,
-        api_base_url=(str(app.config.get("CIBA_DEMO_API_BASE_URL") or own_url or "").rstrip("/") or None),
-        pending=_pending(app.config.get("CIBA_DEMO_DATABASE")),
-        signing_key=oidc.load_signing_key(app.config.get("CIBA_DEMO_SIGNING_KEY")),
-        issuer=(str(app.config.get("CIBA_DEMO_ISSUER") or own_url or "").rstrip("/") or None),
-        interval=number_option(
-            "example_app",
-            "CIBA_DEMO_INTERVAL",
-            app.config.get("CIBA_DEMO_INTERVAL") or INTERVAL,
-            integer=True,
-            minimum=1,
-            maximum=60,
-        ),
-    )
-
-    token = app.config.get("CIBA_DEMO_ACCESS_TOKEN") or generated
-    if via == "http" and not state.api_base_url:
+    hint_key_setting = demo.get("CIBA_DEMO_HINT_KEY")
+    hint_key = str(hint_key_setting).encode() if hint_key_setting else secrets.token_bytes(32)
+    api_base_url = str(demo.get("CIBA_DEMO_API_BASE_URL") or own_url or "").rstrip("/") or None
+    token = demo.get("CIBA_DEMO_ACCESS_TOKEN") or generated
+    if via == "http" and not api_base_url:
         raise ConfigurationError(
             "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_API_BASE_URL, this server's own URL (http://127.0.0.1:8080)"
         )
@@ -135,22 +163,63 @@ def create_app(config: Mapping[str, Any] | None = None, *, own_url: str | None =
         raise ConfigurationError(
             "CIBA_DEMO_FAIL_VIA=http needs CIBA_DEMO_ACCESS_TOKEN, a token CIBA_TOKENS grants for the service"
         )
+    auto = demo.get("CIBA_DEMO_AUTO_APPROVE")
+    auto_delay = (
+        None
+        if auto in (None, "")
+        else number_option("example_app", "CIBA_DEMO_AUTO_APPROVE", auto, minimum=0, maximum=60)
+    )
+    inbox = _pending(demo.get("CIBA_DEMO_DATABASE"))
 
     ciba.init_app(app)
-    app.extensions[EXTENSION_KEY] = state
-    app.register_blueprint(backchannel.bp)
+    ciba_state = CibaMiddleware.state(app)
+    api = ciba_state.middleware.api
+    if api.family is None:  # CIBA_CLIENTS is set above, so only a bad value reaches here
+        raise ConfigurationError("the demo needs the CIBA family: set CIBA_CLIENTS")
+    fail = None
+    if via == "http":
+        remote = RemoteFail(str(api_base_url) + ciba_state.settings.prefix, ciba_state.service_id, str(token))
+        fail = remote.fail
+    served = CibaEndpoints(
+        api,
+        ciba_state.service_id,
+        DemoHooks(hint_key, inbox),
+        notifier=Notifier.for_api(api),
+        server_error_status=ciba_state.server_error_status,
+        realm="example_app",
+        fail=fail,
+    )
+    if auto_delay is not None:
+        served.hooks = AutoApprove(hint_key, inbox, _approver(served), float(auto_delay))
+    app.extensions[EXTENSION_KEY] = DemoState(
+        fail_via=via,
+        hint_key=hint_key,
+        generated_token=generated,
+        api_base_url=api_base_url,
+        pending=inbox,
+        endpoints=served,
+        demo_clients=own_clients,
+    )
+    oidc.mount(app, served)
     app.register_blueprint(oidc.bp)
     app.register_blueprint(device.bp)
     app.add_url_rule("/", "index", index)
-
-    if via == "http":
-        ciba_state = CibaMiddleware.state(app)
-        # Replaces the extension's in-process handler: same exception, another way to fail.
-        app.register_error_handler(
-            BackchannelFail,
-            RemoteFail(str(state.api_base_url) + ciba_state.settings.prefix, ciba_state.service_id, str(token)),
-        )
     return app
+
+
+def _approver(served: CibaEndpoints) -> Any:
+    def approve(ticket: str, subject: str, approve: bool) -> None:
+        try:
+            if approve:
+                served.complete(ticket, "AUTHORIZED", subject=subject)
+            else:
+                served.complete(ticket, "ACCESS_DENIED", error_description="The user denied the request.")
+        except CompletionRefused as exc:
+            log.info("automated approval of %s refused: %s", ticket_hash(ticket), exc)
+        except Exception:
+            log.exception("automated approval of %s failed", ticket_hash(ticket))
+
+    return approve
 
 
 def _pending(path: object) -> PendingRequests:
@@ -167,6 +236,8 @@ def index() -> Response:
     base = request.host_url.rstrip("/")
     fail_api = f"{base}{ciba_state.settings.prefix}/api/{ciba_state.service_id}/backchannel/authentication/fail"
     key = state.hint_key
+    family = state.endpoints.api.family
+    assert family is not None
     now = int(time.time())
     response = jsonify(
         {
@@ -180,15 +251,17 @@ def index() -> Response:
             "clients": [
                 {"client_id": c.client_id, "client_secret": c.client_secret, "ciba": c.ciba, "note": c.note}
                 for c in CLIENTS.values()
-            ],
+            ]
+            if state.demo_clients
+            else "from CIBA_CLIENTS",
             "users": [{"login_hint": u.subject, "note": u.note} for u in USERS.values()],
             "scopes": sorted(SCOPES),
             "resources": sorted(RESOURCES),
             "sample_hints": {
                 "login_hint_token for alice (valid 10 minutes)": hints.mint({"sub": "alice", "exp": now + 600}, key),
                 "login_hint_token for alice (expired)": hints.mint({"sub": "alice", "exp": now - 60}, key),
-                "id_token_hint for alice": hints.mint(
-                    {"iss": base, "sub": "alice", "aud": "demo-client", "iat": now, "exp": now + 3600}, key
+                "id_token_hint for alice": family.key.sign(
+                    {"iss": family.options.issuer, "sub": "alice", "aud": "demo-client", "iat": now, "exp": now + 3600}
                 ),
             },
         }

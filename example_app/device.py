@@ -3,8 +3,13 @@
 - ``GET /device``: the demo users, each a link to their device;
 - ``GET /device/<user>``: the user's requests waiting for a decision (client, scope, binding
   message, time left), each with Approve and Deny;
-- ``POST /device/<user>/<request>`` with ``decision=approve`` or ``deny``: the decision, which
-  the token endpoint answers at the client's next poll. Then back to the list (303).
+- ``POST /device/<user>/<request>`` with ``decision=approve`` or ``deny``: the decision, given
+  to :meth:`CibaEndpoints.complete <ciba_middleware.ciba.endpoints.CibaEndpoints.complete>`:
+  a poll client gets it at its next poll, a ping or push client is notified. Then back to the
+  list (303).
+
+Each request shows when it was made and a short identifier (its ticket's hash), so that two
+identical requests can be told apart. An unknown user gets a page saying so (404).
 
 It stands in for the user's phone: there is no login, so anyone who reaches the demo can
 decide for its users. A request is named by a device id of its own, never by its
@@ -18,10 +23,10 @@ import time
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template_string, request, url_for
 
-from ciba_middleware.stores import ticket_hash
+from ciba_middleware.ciba.endpoints import CompletionRefused
 
 from .directory import CLIENTS, USERS
-from .oidc import end_ticket
+from .oidc import endpoints
 from .pending import PendingRequests
 
 __all__ = ["bp"]
@@ -54,7 +59,11 @@ _PAGE = """<!doctype html>
 </style>
 </head>
 <body>
-{% if user is none %}
+{% if missing %}
+<h1>No such user</h1>
+<p id="unknown">There is no user <strong>{{ missing }}</strong> in this demo.</p>
+<p><a href="{{ url_for('device.devices') }}">The demo users' devices</a></p>
+{% elif user is none %}
 <h1>Authentication devices</h1>
 <p>Each demo user has one. Open yours to approve or deny the requests waiting for you.</p>
 <ul>
@@ -68,6 +77,9 @@ _PAGE = """<!doctype html>
 {% for p in waiting %}
 <section class="request" data-request="{{ p.device_id }}">
   <dl>
+    <dt>Request</dt><dd class="request-id"><code>{{ p.short_id }}</code></dd>
+    <dt>Made at</dt><dd class="made">{{ p.created_at | clock }} UTC
+      <span class="muted">({{ (now - p.created_at) | round | int }} s ago)</span></dd>
     <dt>Client</dt><dd class="client">{{ p.client_id }}{% if notes[p.client_id] %}
       <span class="muted">({{ notes[p.client_id] }})</span>{% endif %}</dd>
     <dt>Scope</dt><dd class="scope">{{ p.scope }}</dd>
@@ -92,12 +104,14 @@ _PAGE = """<!doctype html>
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
+    # Nothing loaded from elsewhere, and the Approve and Deny buttons post only to the demo.
+    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; form-action 'self'",
 }
 
 
 def _page(status: int = 200, **context: object) -> Response:
     context.setdefault("user", None)
+    context.setdefault("missing", None)
     context.setdefault("title", "Authentication devices")
     body = render_template_string(_PAGE, **context)
     return Response(body, status=status, headers=_HEADERS, content_type="text/html; charset=utf-8")
@@ -108,11 +122,20 @@ def devices() -> Response:
     return _page(users=list(USERS.values()))
 
 
+@bp.app_template_filter("clock")
+def _clock(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def _unknown(subject: str) -> Response:
+    return _page(404, missing=subject, title="No such user")
+
+
 @bp.get("/device/<subject>")
 def user_device(subject: str) -> Response:
     user = USERS.get(subject)
     if user is None:
-        abort(404)
+        return _unknown(subject)
     pending: PendingRequests = current_app.extensions["example_app"].pending
     decided = request.args.get("decided")
     return _page(
@@ -129,14 +152,22 @@ def user_device(subject: str) -> Response:
 def decide(subject: str, device_id: str) -> Response:
     user = USERS.get(subject)
     if user is None:
-        abort(404)
+        return _unknown(subject)
     decision = request.form.get("decision")
     if decision not in ("approve", "deny"):
         abort(400, description="decision must be approve or deny")
     pending: PendingRequests = current_app.extensions["example_app"].pending
-    found = pending.decide(user.subject, device_id, approve=decision == "approve")
+    found = pending.take(user.subject, device_id)
     if found is None:
         abort(404, description="No such request is waiting for a decision: it expired, or was decided already.")
-    end_ticket(found)
-    log.info("%s %s the request of %s (ticket %s)", subject, found.status, found.client_id, ticket_hash(found.ticket))
-    return redirect(url_for("device.user_device", subject=subject, decided=found.status), 303)  # type: ignore[return-value]
+    try:
+        if decision == "approve":
+            endpoints().complete(found.ticket, "AUTHORIZED", subject=user.subject)
+        else:
+            endpoints().complete(found.ticket, "ACCESS_DENIED", error_description="The user denied the request.")
+    except CompletionRefused as exc:
+        log.info("request %s could not be completed: %s", found.short_id, exc)
+        abort(404, description="No such request is waiting for a decision: it expired, or was decided already.")
+    status = "approved" if decision == "approve" else "denied"
+    log.info("%s %s the request of %s (ticket %s)", subject, status, found.client_id, found.short_id)
+    return redirect(url_for("device.user_device", subject=subject, decided=status), 303)  # type: ignore[return-value]

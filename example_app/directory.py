@@ -1,6 +1,6 @@
 """The demo's clients, users and resources: what a real authorization server keeps in a database.
 
-Every rule of :mod:`example_app.backchannel` that fails a request reads its facts here, so
+Every rule of :mod:`example_app.hooks` that fails a request reads its facts here, so
 each of the nine fail reasons has a user or client that reaches it (``docs/example-app.md``).
 The secrets are demo values, printed on the index page on purpose.
 """
@@ -66,7 +66,7 @@ class DeviceUnreachable(Exception):
     """The user's authentication device could not be notified: an internal failure."""
 
 
-def notify_device(user: User, client: Client, binding_message: str | None) -> None:
+def notify_device(user: User, client_id: str, binding_message: str | None) -> None:
     """Ask the user, on their authentication device, to approve the client's request.
 
     The demo has no devices: it stands in for the push call a real server makes, and fails

@@ -1,7 +1,7 @@
 """Failing requests over HTTP with the ``authlete`` client, as an app built on Authlete's service does.
 
-With ``CIBA_DEMO_FAIL_VIA=http`` the demo replaces the extension's in-process handler of
-:class:`~ciba_middleware.flask.BackchannelFail` with :class:`RemoteFail`, which calls the
+With ``CIBA_DEMO_FAIL_VIA=http`` the demo's endpoints fail tickets with :meth:`RemoteFail.fail`
+instead of in process (:class:`~ciba_middleware.ciba.endpoints.CibaEndpoints`' ``fail``): it calls the
 fail API through authlete-python's ``AuthleteApiImpl`` (API v3, a Service Access Token) at
 ``CIBA_DEMO_API_BASE_URL``: this same server, whose middleware answers the call. Pointing
 that URL at Authlete's own service instead is the only change an Authlete user makes.
@@ -12,10 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response
-
-from ciba_middleware import ConfigurationError, client_response
-from ciba_middleware.flask import BackchannelFail, CibaMiddleware
+from ciba_middleware import ConfigurationError, Reason
 from ciba_middleware.stores import ticket_hash
 
 __all__ = ["RemoteFail"]
@@ -26,7 +23,7 @@ _SERVER_ERROR = {"action": "INTERNAL_SERVER_ERROR", "responseContent": '{"error"
 
 
 class RemoteFail:
-    """An error handler for BackchannelFail that calls the fail API over HTTP.
+    """Fails tickets by calling the fail API over HTTP.
 
     :param base_url: where the fail API is served, prefix included
         (``http://127.0.0.1:8080`` or ``http://127.0.0.1:8080/authlete``).
@@ -57,35 +54,28 @@ class RemoteFail:
         settings.connectionTimeout = min(timeout, 5.0)
         settings.readTimeout = timeout
 
-    def __call__(self, error: BackchannelFail) -> Response:
+    def fail(self, ticket: str, reason: Reason, description: str | None) -> object:
+        """Fail ``ticket`` over HTTP: the API's answer (authlete-python's response), or a
+        server_error answer when the call fails. For :class:`CibaEndpoints`'s ``fail``."""
         from authlete.api.authlete_api_exception import AuthleteApiException
         from authlete.dto.backchannel_authentication_fail_reason import BackchannelAuthenticationFailReason
         from authlete.dto.backchannel_authentication_fail_request import BackchannelAuthenticationFailRequest
 
         request = BackchannelAuthenticationFailRequest(
             {
-                "ticket": error.ticket,
-                "reason": BackchannelAuthenticationFailReason[error.reason.name],
-                "errorDescription": error.description,
-                "errorUri": error.uri,
+                "ticket": ticket,
+                "reason": BackchannelAuthenticationFailReason[reason.name],
+                "errorDescription": description,
             }
         )
-        state = CibaMiddleware.state()
         try:
-            answer = self.api.backchannelAuthenticationFail(request)
-            reply = client_response(answer, server_error_status=state.server_error_status)
+            answer: object = self.api.backchannelAuthenticationFail(request)
         except AuthleteApiException as exc:
             # The message is the API's resultMessage or the transport error: no token in it.
-            log.error(
-                "fail API call over HTTP failed (ticket %s): %s",
-                ticket_hash(error.ticket) if error.ticket else None,
-                exc.message,
-            )
-            reply = client_response(_SERVER_ERROR, server_error_status=state.server_error_status)
+            log.error("fail API call over HTTP failed (ticket %s): %s", ticket_hash(ticket), exc.message)
+            return _SERVER_ERROR
         except Exception:
             # authlete-python raises a bare KeyError on an unknown action, for instance.
-            log.exception(
-                "unexpected answer from the fail API (ticket %s)", ticket_hash(error.ticket) if error.ticket else None
-            )
-            reply = client_response(_SERVER_ERROR, server_error_status=state.server_error_status)
-        return Response(reply.body, status=reply.status, headers=reply.headers)
+            log.exception("unexpected answer from the fail API (ticket %s)", ticket_hash(ticket))
+            return _SERVER_ERROR
+        return answer

@@ -1,10 +1,10 @@
 """``example_app.wsgi:app``: the demo for gunicorn, configured from the environment.
 
-    CIBA_TOKENS='[...]' CIBA_DEMO_HINT_KEY=... CIBA_DEMO_SIGNING_KEY='{...}' gunicorn --threads 4 example_app.wsgi:app
+    CIBA_TOKENS='[...]' CIBA_DEMO_HINT_KEY=... CIBA_SIGNING_KEY_FILE=key.jwk gunicorn --threads 4 example_app.wsgi:app
 
 With several processes set ``CIBA_TOKENS``, ``CIBA_DEMO_HINT_KEY`` and
-``CIBA_DEMO_SIGNING_KEY``: what the demo generates when they are missing differs from one
-process to the next. The pending requests are shared through ``CIBA_DEMO_DATABASE``.
+``CIBA_SIGNING_KEY_FILE``: what the demo generates when they are missing differs from one
+process to the next. The devices' inbox is shared through ``CIBA_DEMO_DATABASE``.
 """
 
 from __future__ import annotations
