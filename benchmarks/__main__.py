@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--sections 1,2,3,4,5]``: run the suite, print the table.
+"""``python -m benchmarks [--quick] [--sections 1,2,3,4,5,6,asgi]``: run the suite, print the table.
 
 The full profile takes about 8 minutes on 2 cores; ``--quick`` runs every row once, briefly,
 as a smoke test (its figures mean little). ``--profile-hot-path`` profiles the fail API in
@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import chart, costs, endtoend, frameworks, inprocess, loadgen
+from . import asgi_users, chart, costs, endtoend, family, frameworks, inprocess, loadgen
 from .profiles import PROFILES
 from .stats import Row, table
 from .workload import cleanup, new_run_id, store_specs
@@ -70,7 +70,7 @@ def profile_hot_path(calls: int, profiler_name: str = "pyinstrument") -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smoke profile: every row, briefly")
-    parser.add_argument("--sections", default="1,2,3,4,5", help="which sections to run (default: all)")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,asgi", help="which sections to run (default: all)")
     parser.add_argument("--rate", type=float, help="the offered load for p50/p99 (default: half the slowest)")
     parser.add_argument("--workers", type=int, help="gunicorn workers per server (default: one per core)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file as JSON")
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += costs.all_rows(profile, stores, work_dir)
             elif section == "5":
                 rows += frameworks.all_rows(profile, stores, work_dir)
+            elif section == "6":
+                rows += family.all_rows(profile, stores, work_dir)
+            elif section == "asgi":
+                rows += asgi_users.all_rows(profile, stores, work_dir)
             print(f"# section {section} done in {time.monotonic() - section_started:.0f} s", file=sys.stderr)
     except Exception:
         failed = True

@@ -18,6 +18,20 @@ under the same uvicorn with the same settings::
 ``asgi_adapter``
     The middleware around a core that checks nothing and answers every call with the same
     fixed answer: what the ASGI adapter costs on its own, beside ``asgi_fail``.
+``asgi_from_env``
+    What a user runs: :func:`ciba_middleware.asgi.from_env` around a 404 app, configured by
+    ``CIBA_*`` alone (the audit line on), the store named by ``CIBA_STORE_URL``.
+``asgi_floor_postgresql``
+    A reference, not a product: the floor plus the PostgreSQL store's ``DELETE``, prepared,
+    awaited on a psycopg ``AsyncConnection`` of its own (no pool: one per overlapping call,
+    kept): the ceiling, on this machine, of
+    an ASGI fail API that waits for PostgreSQL (``BENCH_STORE_URL`` names it).
+``asgi_floor_sqlite``
+    The same for SQLite: the floor plus the store's ``DELETE``, run on the loop on a
+    connection of its own to the store's file.
+``asgi_floor_redis``
+    The same for Redis: the floor plus one ``EVALSHA`` of the store's delete script, packed
+    by hand and awaited on an asyncio stream of its own (one per overlapping call, kept).
 
 ``python -m benchmarks.asgi_apps [APP ...]`` runs them in process instead, without a server,
 each call made as uvicorn makes it (:func:`drive`), and prints the time per call of each::
@@ -35,16 +49,18 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from ciba_middleware import Reason, StaticTokenVerifier
-from ciba_middleware.asgi import ASGIApp, BackchannelFailMiddleware, not_found_app
-from ciba_middleware.core import REQUEST_ID_HEADER, Answer, FailApi, Route, pick_request_id
+from ciba_middleware.asgi import ASGIApp, BackchannelFailMiddleware, from_env, not_found_app
+from ciba_middleware.core import REQUEST_ID_HEADER, Admitted, Answer, FailApi, Request, pick_request_id
 from ciba_middleware.request import Body
 from ciba_middleware.response import PLAIN_ANSWERS
 from ciba_middleware.stores import new_ticket, store_from_url
+from ciba_middleware.stores.redis import _DELETE_SCRIPT, DEFAULT_KEY_PREFIX, _pack
 
 from .apps import _FLOOR_BODY, _FLOOR_HEADERS, FAIL_PATH, GRANTS, HELLO_PATH, SERVICE, TOKEN
 from .workload import bodies
@@ -95,20 +111,12 @@ def fail_api_around(app: ASGIApp) -> BackchannelFailMiddleware:
 class FixedAnswer(FailApi):
     """A core that checks nothing: every call gets ACCESS_DENIED's answer, with its Request-Id."""
 
-    def respond(
-        self,
-        route: Route,
-        method: str,
-        authorization: str,
-        body: Body,
-        client_addr: str | None = None,
-        request_id: str | None = None,
-        dpop: str = "",
-        url: str = "",
-        traceparent: str | None = None,
-    ) -> Answer:
+    def admit(self, request: Request) -> Admitted:
+        return (request, pick_request_id(request.request_id), 0.0, None, None, None)
+
+    def complete(self, admitted: Admitted, body: Body) -> Answer:
         fixed, answer = PLAIN_ANSWERS[Reason.ACCESS_DENIED]
-        return Answer(200, [*fixed, (REQUEST_ID_HEADER, pick_request_id(request_id))], answer)
+        return Answer(200, [*fixed, (REQUEST_ID_HEADER, admitted[1])], answer)
 
 
 def adapter_alone() -> BackchannelFailMiddleware:
@@ -118,12 +126,140 @@ def adapter_alone() -> BackchannelFailMiddleware:
     )
 
 
+class _Ceiling:
+    """The floor plus one statement of a store's (:meth:`statement`, on the call's ticket):
+    the least an ASGI fail API on that store costs. Subclasses make the statement.
+
+    The body is read as :func:`floor` reads it, written out again rather than shared: a
+    call more in the floor would move the baseline every row is measured against."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if body:
+            await self.statement(json.loads(body)["ticket"])
+        await send(_FLOOR_START)
+        await send(_FLOOR_ANSWER)
+
+    async def statement(self, ticket: str) -> None:
+        raise NotImplementedError
+
+
+class FloorPostgreSQL(_Ceiling):
+    """The floor plus one awaited DELETE of the PostgreSQL store's, on a connection of its own."""
+
+    def __init__(self) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(os.environ["BENCH_STORE_URL"])
+        table = parse_qs(url.query).get("table", ["ciba_tickets"])[0]
+        # The store's own statement (stores/postgresql.py), on the bench's own table.
+        self.delete = f'DELETE FROM "{table}" WHERE ticket = %s AND service = %s AND expires_at > now()'.encode()
+        self.conninfo = f"postgresql://{url.netloc}{url.path}"
+        # Idle connections, taken by a call and given back after: as many as calls overlap.
+        self.idle: list[Any] = []
+
+    async def statement(self, ticket: str) -> None:
+        import psycopg
+
+        idle = self.idle
+        conn = idle.pop() if idle else await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        await conn.execute(self.delete, (ticket, SERVICE), prepare=True)
+        idle.append(conn)
+
+    async def aclose(self) -> None:
+        """Close the connections (in process, before the loop ends)."""
+        while self.idle:
+            await self.idle.pop().close()
+
+
+class FloorRedis(_Ceiling):
+    """The floor plus one awaited ``EVALSHA`` of the Redis store's delete script, written by
+    hand on an asyncio stream of its own: what any ASGI fail API waiting for Redis costs at least."""
+
+    def __init__(self) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(os.environ["BENCH_STORE_URL"])
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 6379
+        self.db = (url.path or "/0").strip("/") or "0"
+        self.script = _DELETE_SCRIPT.encode()
+        # The store's keys, on the bench's own prefix.
+        self.prefix = parse_qs(url.query).get("key_prefix", [DEFAULT_KEY_PREFIX])[0].encode()
+        self.sha = b""
+        # Idle connections, taken by a call and given back after: as many as calls overlap.
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(_pack(b"SELECT", self.db.encode()) + _pack(b"SCRIPT", b"LOAD", self.script))
+        await writer.drain()
+        if await reader.readline() != b"+OK\r\n":
+            raise RuntimeError("redis: SELECT failed")
+        await reader.readline()  # $40
+        self.sha = (await reader.readline()).rstrip()
+        return reader, writer
+
+    async def statement(self, ticket: str) -> None:
+        reader, writer = self.idle.pop() if self.idle else await self._connect()
+        writer.write(_pack(b"EVALSHA", self.sha, b"1", self.prefix + ticket.encode(), SERVICE.encode()))
+        await writer.drain()
+        reply = await reader.readline()
+        if reply[:1] != b":":
+            raise RuntimeError(f"redis: {reply!r}")
+        self.idle.append((reader, writer))
+
+    async def aclose(self) -> None:
+        """Close the connections (in process, before the loop ends)."""
+        while self.idle:
+            writer = self.idle.pop()[1]
+            writer.close()
+            await writer.wait_closed()
+
+
+class FloorSQLite(_Ceiling):
+    """The floor plus the SQLite store's ``DELETE``, run on the loop on a connection of its own
+    (WAL, ``synchronous = NORMAL``, as the store opens its file): what any ASGI fail API that
+    deletes from SQLite costs at least."""
+
+    def __init__(self) -> None:
+        from ciba_middleware.stores.sqlite import SQLiteTicketStore
+
+        store = store_from_url(os.environ["BENCH_STORE_URL"])
+        assert isinstance(store, SQLiteTicketStore)
+        store.exists(SERVICE, new_ticket())  # the file and its table made, as the store makes them
+        self.path, table = store.path, store.table
+        store.close()
+        self.delete = f"DELETE FROM {table} WHERE ticket = ? AND service = ? AND expires_at > ?"
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.cursor = self.conn.cursor()
+
+    async def statement(self, ticket: str) -> None:
+        self.cursor.execute(self.delete, (ticket, SERVICE, time.time()))
+
+    async def aclose(self) -> None:
+        """Close the connection (in process, before the loop ends)."""
+        self.conn.close()
+
+
 APPS: dict[str, Callable[[], ASGIApp]] = {
     "asgi_floor": lambda: floor,
     "asgi_fail": lambda: fail_api_around(not_found_app),
     "asgi_bare": lambda: hello,
     "asgi_wrapped": lambda: fail_api_around(hello),
     "asgi_adapter": adapter_alone,
+    "asgi_from_env": lambda: from_env(),
+    "asgi_floor_postgresql": FloorPostgreSQL,
+    "asgi_floor_redis": FloorRedis,
+    "asgi_floor_sqlite": FloorSQLite,
 }
 
 

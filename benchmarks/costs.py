@@ -1,4 +1,5 @@
-"""Section 4: store round trips per fail call, counted on the server, and RSS over many calls."""
+"""Section 4: store round trips per fail call, counted on the server, RSS over many calls,
+and a token poll's record work from 1,000 to 1,000,000 records (benchmarks/records.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ciba_middleware.stores import TicketStore, new_ticket
 
-from . import apps
+from . import apps, records
 from .profiles import Profile
 from .servers import ROOT
 from .stats import Row
@@ -260,4 +261,5 @@ def all_rows(profile: Profile, stores: Sequence[StoreSpec], log_dir: Path) -> li
             )
             continue
         rows.append(rss_growth(spec, profile.rss_calls))
+    rows += records.all_rows(profile, stores)
     return rows

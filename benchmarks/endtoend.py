@@ -316,7 +316,7 @@ def audit_instructions(profile: Profile, log_dir: Path) -> list[Row]:
     }
     # --trace-children: the interpreter may exec itself (a venv's or pyenv's launcher).
     launcher = ("valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={log_dir}/callgrind.%p")
-    seconds = max(4.0, profile.seconds * 4)
+    seconds = profile.instruction_seconds
     per_request: dict[str, float] = {}
     with servers(specs, workers=1, log_dir=log_dir, launcher=launcher, timeout=180) as running:
         for name, server in running.items():

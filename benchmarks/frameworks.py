@@ -119,7 +119,7 @@ def asgi_fail(profile: Profile, stores: Sequence[StoreSpec], log_dir: Path) -> l
                 baseline=f"{median(through):,.0f} req/s",
                 target=goal,
                 spread=spread(per_round),
-                detail="" if goal else "reference: the store call in a worker thread, on a file",
+                detail="" if goal else "reference: a store on a file, its delete on the loop (section asgi)",
             )
         )
     return rows

@@ -29,6 +29,14 @@ class Profile:
     #: machine's load more closely
     passthrough_rounds: int
     passthrough_seconds: float
+    #: live records of the large store in the token poll rows (section 4, benchmarks/records.py),
+    #: and the polls timed per store size
+    records_large: int
+    record_polls: int
+    #: seconds of load of each variant with 64 connections (section asgi's p99 rows), and of
+    #: the worker under callgrind (section 3's instruction rows, after half as many to warm up)
+    loaded_seconds: float
+    instruction_seconds: float
     #: gunicorn workers of every server; None: one per core
     workers: int | None = None
 
@@ -42,15 +50,19 @@ QUICK = Profile(
     rounds=1,
     passthrough_calls=300,
     fail_calls=1000,
-    seconds=1,
+    seconds=0.5,
     connections=4,
     tickets=200,
-    latency_seconds=0.5,
+    latency_seconds=0.3,
     rate=100,
     count_calls=100,
     rss_calls=500,
     passthrough_rounds=1,
-    passthrough_seconds=1,
+    passthrough_seconds=0.5,
+    records_large=10_000,
+    record_polls=300,
+    loaded_seconds=0.5,
+    instruction_seconds=1,
 )
 
 FULL = Profile(
@@ -67,6 +79,10 @@ FULL = Profile(
     rss_calls=100_000,
     passthrough_rounds=40,
     passthrough_seconds=1,
+    records_large=1_000_000,
+    record_polls=3000,
+    loaded_seconds=4,
+    instruction_seconds=8,
 )
 
 PROFILES = {"quick": QUICK, "full": FULL}

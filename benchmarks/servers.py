@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,11 +26,34 @@ WORKER_CLASS = "sync"
 NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn.version_info >= (25, 1) else ()
 
 
+#: Where free_port looks (use_ports); None: wherever the system gives a free one.
+_ports: Iterator[int] | None = None
+
+
+def use_ports(ports: range) -> None:
+    """Take the ports of free_port from ``ports`` (cycling, from a random one), not from the
+    system's ephemeral range: the test suite gives each of its parallel workers a range."""
+    global _ports
+    start = random.randrange(len(ports))
+    _ports = itertools.cycle([*ports[start:], *ports[:start]])
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port of 127.0.0.1 that nothing listens on now."""
+    if _ports is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(1000):
+        candidate = next(_ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError("no free port in the range of use_ports")
 
 
 class Process:
@@ -36,7 +61,9 @@ class Process:
 
     ``server`` is ``gunicorn`` (a WSGI app), ``uvicorn`` or ``hypercorn`` (an ASGI app);
     ``options`` go on its command line before ``app``; ``pythonpath`` is put in front of the
-    repository on its ``PYTHONPATH``; ``launcher`` runs the interpreter (e.g. under valgrind).
+    repository on its ``PYTHONPATH``; ``launcher`` runs the interpreter (e.g. under valgrind);
+    ``root`` is the source tree it runs from (its working directory, first on its
+    ``PYTHONPATH``): this repository, or another commit's export (:mod:`benchmarks.versus`).
     The one launcher of the tests' servers (``tests/conftest.py``'s ``LiveServer``) and the
     benchmarks' (:class:`Server`).
     """
@@ -52,20 +79,21 @@ class Process:
         options: Sequence[str] = (),
         pythonpath: Sequence[Path] = (),
         launcher: Sequence[str] = (),
+        root: Path = ROOT,
     ) -> None:
         self.app = app
         self.server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        paths = [str(ROOT), *map(str, pythonpath), full_env.get("PYTHONPATH", "")]
+        paths = [str(root), *map(str, pythonpath), full_env.get("PYTHONPATH", "")]
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self.log_path = log_path
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's life)
         self.process = subprocess.Popen(
             [*launcher, sys.executable, "-m", *_command(server, self.port, workers), *options, app],
             env=full_env,
-            cwd=str(ROOT),
+            cwd=str(root),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -140,18 +168,23 @@ class Server(Process):
         wsgi: str = "benchmarks.apps:application",
         asgi: str | None = None,
         launcher: Sequence[str] = (),
+        asgi_server: str = "uvicorn",
+        root: Path = ROOT,
     ) -> None:
         full_env = {**(env or {}), "BENCH_APP": app}
-        log_path = log_dir / f"{'uvicorn' if asgi else 'gunicorn'}-{app}-{free_port()}.log"
+        log_path = log_dir / f"{asgi_server if asgi else 'gunicorn'}-{app}-{free_port()}.log"
         if asgi is None:
             options: tuple[str, ...] = ("--worker-class", WORKER_CLASS, "--backlog", "2048")
-            super().__init__(wsgi, log_path=log_path, env=full_env, workers=workers, options=options, launcher=launcher)
+            super().__init__(
+                wsgi, log_path=log_path, env=full_env, workers=workers, options=options, launcher=launcher, root=root
+            )
         else:
             # One process: uvicorn's --workers N leaves Nagle's algorithm on for every
             # connection (its shared listener has proto 0, so asyncio skips TCP_NODELAY) and
             # each keep-alive answer then waits ~40 ms for the client's delayed ACK.
+            # uvicorn: its HTTP parser is httptools when installed (the [bench] extra has it).
             options = ("--backlog", "2048")
-            super().__init__(asgi, log_path=log_path, env=full_env, server="uvicorn", options=options)
+            super().__init__(asgi, log_path=log_path, env=full_env, server=asgi_server, options=options, root=root)
         self.app = app
 
     def log(self, tail: int | None = 4000) -> str:
@@ -169,17 +202,29 @@ def servers(
     asgi: str | None = None,
     launcher: Sequence[str] = (),
     timeout: float = 30.0,
+    asgi_server: str = "uvicorn",
+    roots: Mapping[str, Path] | None = None,
 ) -> Iterator[dict[str, Server]]:
     """Start one server per ``name: (app, env)``; stop them all on the way out.
 
     ``wsgi``, ``asgi`` and ``launcher`` are :class:`Server`'s: which application the servers
-    load, and what runs them (gunicorn WSGI servers only). Each must answer within ``timeout``.
+    load, and what runs them (gunicorn WSGI servers only); ``asgi_server`` (``uvicorn`` or
+    ``hypercorn``) serves ``asgi``; ``roots`` names the source tree of some servers (by
+    default, this repository). Each must answer within ``timeout``.
     """
     started: dict[str, Server] = {}
     try:
         for name, (app, env) in specs.items():
             started[name] = Server(
-                app, workers=workers, env=env, log_dir=log_dir, wsgi=wsgi, asgi=asgi, launcher=launcher
+                app,
+                workers=workers,
+                env=env,
+                log_dir=log_dir,
+                wsgi=wsgi,
+                asgi=asgi,
+                launcher=launcher,
+                asgi_server=asgi_server,
+                root=(roots or {}).get(name, ROOT),
             )
         for server in started.values():  # started together, waited for in turn
             server.wait(timeout)

@@ -168,7 +168,19 @@ def cleanup(spec: StoreSpec, run_id: str) -> None:
             import psycopg
 
             with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-                conn.execute(f"DROP TABLE IF EXISTS ciba_bench_{run_id}")
+                # With the tables the store keeps beside its tickets, and the record rows' own.
+                suffixes = (
+                    "",
+                    "_records",
+                    "_replay",
+                    *(
+                        f"_rec{part}{end}"
+                        for part in ("small", "large", "famsmall", "famlarge")
+                        for end in ("", "_records", "_replay")
+                    ),
+                )
+                tables = [f"ciba_bench_{run_id}{suffix}" for suffix in suffixes]
+                conn.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
         elif spec.name == "sqlite":
             path = Path(spec.url.removeprefix("sqlite:///"))
             for suffix in ("", "-wal", "-shm"):

@@ -62,11 +62,37 @@ ROWS = [
     "sqlite: RSS growth",
     "redis: RSS growth",
     "postgresql: RSS growth",
+    "sqlite: token poll get+swap p50, large / 1,000 live records",
+    "redis: token poll get+swap p50, large / 1,000 live records",
+    "postgresql: token poll get+swap p50, large / 1,000 live records",
     "uvicorn: raw ASGI floor (baseline)",
     "uvicorn: ASGI fail API (memory) / raw ASGI floor",
     "uvicorn: ASGI fail API (sqlite) / raw ASGI floor",
     "uvicorn: ASGI app wrapped / bare",
     "gunicorn: Django wrapped / bare",
+    "gunicorn: raw floor (the family's baseline)",
+    "gunicorn: auth/token authorization_pending, defaults (sqlite) / raw floor",
+    "gunicorn: fail API, defaults (sqlite), family served too / raw floor",
+    "gunicorn: fail API, family served too / not (sqlite)",
+    "sqlite: auth/token poll p50, 10,000 / 1,000 pending requests",
+    "redis: auth/token poll p50, 10,000 / 1,000 pending requests",
+    "postgresql: auth/token poll p50, 10,000 / 1,000 pending requests",
+    "in process: auth/token exchange that succeeds, sqlite / Keycloak's 120 grants/s per vCPU",
+    "in process: auth/token exchange that succeeds, memory / Keycloak's 120 grants/s per vCPU",
+    *(
+        f"{server}: {row}"
+        for server in ("uvicorn", "hypercorn")
+        for row in (
+            "raw ASGI floor of from_env's rows",
+            "from_env, defaults (SQLite), audit on / raw ASGI floor",
+            "from_env, memory store, audit on / raw ASGI floor",
+            "from_env, redis store, audit on / raw ASGI floor",
+            "from_env, postgresql store, audit on / raw ASGI floor",
+            "from_env, postgresql store / its async ceiling",
+            "from_env, redis store / its async ceiling",
+            "from_env, sqlite store / its ceiling",
+        )
+    ),
 ]
 
 
@@ -84,7 +110,7 @@ def quick_run(chart_path: Path) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=360,
     )
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
     return done.stdout
