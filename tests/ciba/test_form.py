@@ -56,13 +56,13 @@ FIELD = st.tuples(st.sampled_from(["a", "b", "resource", "a%3D", "%61", "%ff", "
 FORMS = st.lists(FIELD, max_size=6).map(lambda fields: "&".join(name + eq + value for name, eq, value in fields))
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(PIECES, max_size=14).map("".join))
 def test_the_same_as_parse_qsl_on_pieces(raw: str) -> None:
     assert outcome(_form, raw) == outcome(structured, raw)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(FORMS)
 def test_the_same_as_parse_qsl_field_by_field(raw: str) -> None:
     assert outcome(_form, raw) == outcome(structured, raw)
