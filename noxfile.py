@@ -35,14 +35,16 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 #: What the other Pythons run by default: the middleware end to end over WSGI and real
 #: gunicorn servers, the contract, credentials and configuration, the command line, the
 #: Flask extension, the ASGI adapter (asyncio changes between Pythons), the CIBA family's
-#: routes and endpoints, in-process fail(), metrics and audit, and every store against its
-#: real backend (SQLite, Redis plain and over TLS, PostgreSQL; SUBSET_BACKENDS). Left to
-#: 3.11: the slow multi-process and outage tests (processes racing on one record, Sentinel,
-#: Cluster and PgBouncer topologies, servers stopped and restarted, files replaced under
-#: workers), the stores over Unix sockets and Redis Cluster (the same code on every Python),
-#: the fuzzers and hardening suite, the demo, the benchmarks' smoke test, the docs' examples
-#: (they start servers for every curl example) and the packaging tests (they build from a
-#: git checkout).
+#: routes, endpoints and records, in-process fail(), metrics and audit, and the stores'
+#: contract, their async paths, SQLite's locking and PostgreSQL's recovery, against the real
+#: backends (SQLite, Redis plain and over TLS, PostgreSQL; SUBSET_BACKENDS). Left to 3.11:
+#: the slow multi-process and outage tests (processes racing on one record, Sentinel, Cluster
+#: and PgBouncer topologies, servers stopped and restarted, files replaced under workers), the
+#: record stores' and the URLs' full matrices and two stores on one server (tests/stores'
+#: test_records, test_store_backends, test_store_nodes), the stores over Unix sockets and
+#: Redis Cluster (the same code on every Python), the fuzzers and hardening suite, the demo,
+#: the benchmarks' smoke test, the docs' examples (they start servers for every curl example)
+#: and the packaging tests (they build from a git checkout).
 SUBSET = [
     "tests/test_wsgi.py",
     "tests/test_contract.py",
@@ -58,7 +60,15 @@ SUBSET = [
     "tests/test_metrics.py",
     "tests/ciba/test_routes.py",
     "tests/ciba/test_endpoints.py",
-    "tests/stores",
+    "tests/ciba/test_records.py",
+    "tests/stores/test_store_contract.py",
+    "tests/stores/test_store_async.py",
+    "tests/stores/test_sqlite_hot_path.py",
+    "tests/stores/test_sqlite_threads.py",
+    "tests/stores/test_sqlite_resources.py",
+    "tests/stores/test_store_outages.py",
+    "tests/stores/test_postgres_recovery.py",
+    "tests/stores/test_schemes.py",
     "-m",
     "not slow",
 ]

@@ -21,6 +21,10 @@ from ._cli import cli
 OpenStore = Callable[..., TicketStore]
 
 
+#: Connection settings for tests that wait for a pool to fill in the background.
+PATIENT = "connect_timeout=10&pool_reconnect_timeout=60"
+
+
 @pytest.fixture
 def read_only_database(private_postgres: PrivatePostgres) -> Iterator[Callable[[bool], None]]:
     """``read_only(True)``: new sessions of the private server's database start read-only,
@@ -39,12 +43,13 @@ def test_calls_work_again_as_soon_as_a_read_only_database_is_writable(
     private_postgres: PrivatePostgres, read_only_database: Callable[[bool], None], open_store: OpenStore
 ) -> None:
     table = unique_name()
-    url = f"{private_postgres.url}?table={table}&pool_min_size=3&pool_max_size=3"
+    # Generous connection timeouts: the pool fills in the background, and on a busy machine a
+    # connection attempt has outlasted the default 2 s, and the retries the default 10 s.
+    url = f"{private_postgres.url}?table={table}&pool_min_size=3&pool_max_size=3&{PATIENT}"
     open_store(url).close()  # the table, created while writable
     read_only_database(True)
     store = open_store(url)
-    # Every pooled connection begins read-only, and stays so for its life. (The pool fills
-    # in the background: on a busy machine that has taken more than 10 s.)
+    # Every pooled connection begins read-only, and stays so for its life.
     deadline = time.monotonic() + 30
     while store._get_pool().get_stats().get("pool_available", 0) < 3:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline
@@ -69,8 +74,8 @@ def test_a_store_started_read_only_before_its_table_exists_works_once_writable(
 ) -> None:
     table = unique_name()
     read_only_database(True)
-    store = open_store(f"{private_postgres.url}?table={table}&pool_min_size=2&pool_max_size=2")
-    deadline = time.monotonic() + 10
+    store = open_store(f"{private_postgres.url}?table={table}&pool_min_size=2&pool_max_size=2&{PATIENT}")
+    deadline = time.monotonic() + 30
     while store._get_pool().get_stats().get("pool_available", 0) < 2:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline
         time.sleep(0.05)
