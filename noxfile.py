@@ -11,12 +11,12 @@ version.
     nox -s tests-3.13                # one Python
     nox -s tests-3.12 -- tests -x    # pytest arguments instead of the subset: here, everything
 
-``scripts/check`` runs the whole suite on 3.11 from the checkout, then tests-3.12 and
-tests-3.13 (the subset) side by side, on pytest-xdist workers: ``CIBA_TEST_WORKERS``, when
-set, is the number a session's pytest gets (``-n``). It builds the sdist once beforehand and
-names its directory in ``CIBA_SDIST_DIR``, which the sessions then test instead of building
-their own in the checkout at the same time; it makes their venvs (``--install-only``) while
-the 3.11 suite runs, and runs them with ``-R`` (reuse, no install).
+``scripts/check`` runs the whole suite on 3.11 from the checkout and, at the same time,
+tests-3.12 and tests-3.13 (the subset), on pytest-xdist workers: ``CIBA_TEST_WORKERS``, when
+set, is the number a session's pytest gets (``-n``; scripts/check gives each session one).
+It builds the sdist once beforehand and names its directory in ``CIBA_SDIST_DIR``, which the
+sessions then test instead of building their own in the checkout at the same time; it makes
+their venvs first (``--install-only``), and runs them with ``-R`` (reuse, no install).
 """
 
 from __future__ import annotations
