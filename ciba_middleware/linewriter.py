@@ -95,6 +95,8 @@ class LineHandler(logging.Handler):
         # Whether the writer thread has been asked to come for this handler's lines.
         self._armed = False
         self._write_lock = threading.Lock()
+        # Held from taking the waiting lines to their write: a flush waits for one under way.
+        self._flush_lock = threading.Lock()
         _HANDLERS.add(self)
         if not self._standard:
             self._open()
@@ -145,22 +147,25 @@ class LineHandler(logging.Handler):
         return True
 
     def flush(self) -> None:
-        """Write the lines waiting now (:meth:`logging.Handler.flush`)."""
-        pending = self._pending
-        lines: list[str] = []
-        append = lines.append
-        take = pending.popleft
-        try:
-            while True:
-                item = take()
-                if item.__class__ is not tuple:
-                    append(item)  # type: ignore[arg-type]
-                elif (line := _made(item)) is not None:
-                    append(line)
-        except IndexError:
-            pass
-        if lines:
-            self._write(lines)
+        """Write the lines waiting now (:meth:`logging.Handler.flush`): when it returns, every
+        line handed over before it was called is written, including those another thread's
+        flush (the writer thread's) had taken and was still writing."""
+        with self._flush_lock:
+            pending = self._pending
+            lines: list[str] = []
+            append = lines.append
+            take = pending.popleft
+            try:
+                while True:
+                    item = take()
+                    if item.__class__ is not tuple:
+                        append(item)  # type: ignore[arg-type]
+                    elif (line := _made(item)) is not None:
+                        append(line)
+            except IndexError:
+                pass
+            if lines:
+                self._write(lines)
 
     def _write(self, lines: list[str]) -> None:
         with self._write_lock:
@@ -210,11 +215,12 @@ class LineHandler(logging.Handler):
         super().close()
 
     def _after_fork(self) -> None:
-        # The parent writes the lines it held; the child starts empty, with a lock no
+        # The parent writes the lines it held; the child starts empty, with locks no
         # thread of the parent can be holding.
         self._pending.clear()
         self._armed = False
         self._write_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
 
 def _made(later: _Later) -> str | None:

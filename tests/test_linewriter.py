@@ -176,6 +176,25 @@ def test_a_line_waits_at_most_the_delay_without_anyone_flushing(tmp_path: Path) 
     handler.close()
 
 
+def test_flush_waits_for_the_lines_the_writer_thread_is_writing(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    handler = LineHandler(str(path), delay=0.01)
+    write = handler._write
+    writing = threading.Event()
+
+    def slow_write(lines: list[str]) -> None:
+        writing.set()  # the writer thread has taken the line: nothing waits any more
+        time.sleep(0.3)
+        write(lines)
+
+    handler._write = slow_write  # type: ignore[method-assign]
+    handler.write("taken")
+    assert writing.wait(5)
+    handler.flush()
+    assert path.read_text() == "taken\n"
+    handler.close()
+
+
 def test_lines_written_together_share_write_calls_and_stay_whole(tmp_path: Path) -> None:
     path = tmp_path / "out"
     handler = LineHandler(str(path), delay=0.2)
