@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent
 PYTHONS = ["3.11", "3.12", "3.13"]
 
 #: What the other Pythons run by default: the middleware end to end over WSGI and real
-#: gunicorn servers, the contract, credentials and configuration, the command line, the
+#: gunicorn servers, the contract, credentials and configuration, the command line (a part), the
 #: Flask extension, the ASGI adapter (asyncio changes between Pythons), the CIBA family's
 #: routes, endpoints and records, in-process fail(), metrics and audit, and the stores'
 #: contract, their async paths, SQLite's locking and PostgreSQL's recovery, against the real
@@ -50,7 +50,14 @@ SUBSET = [
     "tests/test_contract.py",
     "tests/test_auth.py",
     "tests/test_config.py",
-    "tests/test_cli.py",
+    # The command line: each test is a process of its own; these cover every command's
+    # parsing, help and errors, a ticket's life, check and serve.
+    "tests/test_cli.py::test_version",
+    "tests/test_cli.py::test_every_command_has_help",
+    "tests/test_cli.py::test_bad_arguments_are_one_line_and_exit_2",
+    "tests/test_cli.py::test_ticket_lifecycle_without_tokens",
+    "tests/test_cli.py::test_check_ok",
+    "tests/test_cli.py::test_serve_answers_the_fail_api",
     "tests/test_flask.py",
     "tests/test_asgi.py",
     "tests/test_inprocess.py",
