@@ -323,23 +323,28 @@ class SQLiteTicketStore:
             check_same_thread=False,  # a connection moves between threads, used by one at a time
         )
         try:
-            # connect()'s timeout is SQLite's busy handler, for these statements only.
+            # connect()'s timeout is SQLite's busy handler, for these statements only; and
+            # each is tried again while locked (_execute): processes opening a new file at
+            # once (a server's workers starting) make SQLite answer "locked" at once, without
+            # its busy handler, to the one whose lock would otherwise deadlock.
+            execute = self._execute
             if not self._shared:
-                conn.execute("PRAGMA journal_mode = WAL")
+                execute(conn, "PRAGMA journal_mode = WAL")
                 # WAL + NORMAL is durable against application crashes; a power loss may lose
                 # the last tickets, which only makes those requests fail as expired.
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+                execute(conn, "PRAGMA synchronous = NORMAL")
+                execute(conn, f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             # On every new connection: the file may be new (replaced, removed). When the
             # table is there this takes no lock and costs microseconds.
-            conn.execute(
+            execute(
+                conn,
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 "ticket TEXT PRIMARY KEY, service TEXT NOT NULL, expires_at REAL NOT NULL"
-                ") WITHOUT ROWID"
+                ") WITHOUT ROWID",
             )
             # Earlier versions indexed expires_at for the sweep: the index made every
             # delete and issue write two pages. When it is not there this takes no lock.
-            conn.execute(f"DROP INDEX IF EXISTS {self.table}_expires_at")
+            execute(conn, f"DROP INDEX IF EXISTS {self.table}_expires_at")
             # From here on a locked database is retried by _execute, finer than SQLite does.
             conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
