@@ -104,6 +104,7 @@ class Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()  # closes the log file: the caller never gets this server to stop
                 raise RuntimeError(f"{self.server} ({self.app}) exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                 s.sendall(b"GET /__ready__ HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")

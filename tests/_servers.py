@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -44,6 +45,19 @@ def wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise RuntimeError(f"port {port} did not go {'up' if up else 'down'} within {timeout}s")
+
+
+def _wait_unix_socket(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                time.sleep(0.02)
+            else:
+                return
+    raise RuntimeError(f"{path} did not listen within {timeout}s")
 
 
 class PrivateRedis:
@@ -89,6 +103,8 @@ class PrivateRedis:
             if self.process.poll() is not None:
                 # Another process's listener answered on the port: ours could not bind it.
                 raise RuntimeError(f"redis-server exited at start (port {self.port} taken?)")
+            # The Unix socket listens a moment after the TCP port does.
+            _wait_unix_socket(self.socket)
         except RuntimeError:
             self.kill()
             raise

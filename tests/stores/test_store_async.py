@@ -355,7 +355,7 @@ def _redis_async(store: TicketStore) -> Any:
     return aio
 
 
-@pytest.mark.parametrize("backend", ["redis", "rediss", "redis+unix", "redis+cluster"])
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name.startswith("redis")])
 def test_redis_async_deletes_take_the_held_path_except_on_cluster(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, open_store: OpenStore
 ) -> None:
